@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twinblock/twinblock/config"
+	"github.com/twinblock/twinblock/engine"
+	"github.com/twinblock/twinblock/engine/backend"
+	"github.com/twinblock/twinblock/engine/backend/file"
+	"github.com/twinblock/twinblock/engine/backend/mem"
+	"github.com/twinblock/twinblock/nbd"
+)
+
+type serveFlags struct {
+	cfgPath  string
+	listen   string
+	socket   string
+	name     string
+	bType    string
+	path     string
+	size     config.Size
+	readOnly bool
+	drain    time.Duration
+}
+
+func newServeCmd() *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve [--config FILE | --name NAME --backend file|mem ...]",
+		Short: "Export volumes over NBD (runs in the foreground)",
+		Long: `Export the volumes of a config file over NBD, or one volume described by flags:
+
+  twinblock serve --config twinblock.yaml
+  twinblock serve --name vol0 --backend file --path ./vol0.img
+  twinblock serve --name scratch --backend mem --size 1G --socket /tmp/tb.sock
+
+Clients attach with the volume name as export name:
+  nbd://127.0.0.1:10809/vol0   or   nbd+unix:///vol0?socket=/tmp/tb.sock
+
+SIGTERM or SIGINT stops accepting, answers every request in flight, flushes
+the volumes and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := f.config(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfg, f.drain)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.cfgPath, "config", "c", "", "config file (default twinblock.yaml when no --name is given)")
+	fl.StringVar(&f.listen, "listen", "", "NBD TCP address, \"none\" to disable (default "+config.DefaultListen+")")
+	fl.StringVar(&f.socket, "socket", "", "NBD unix socket path")
+	fl.StringVar(&f.name, "name", "", "volume name (flag form: one volume without a config file)")
+	fl.StringVar(&f.bType, "backend", "file", "flag form: backend type, file or mem")
+	fl.StringVar(&f.path, "path", "", "flag form: backing file or block device")
+	fl.Var(&f.size, "size", "flag form: size of a mem volume, e.g. 1G")
+	fl.BoolVar(&f.readOnly, "read-only", false, "flag form: export read-only")
+	fl.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
+	return cmd
+}
+
+func (f *serveFlags) config(cmd *cobra.Command) (*config.Config, error) {
+	var cfg *config.Config
+	if f.name != "" {
+		if f.cfgPath != "" {
+			return nil, errors.New("--name and --config: use one or the other")
+		}
+		cfg = &config.Config{Volumes: []config.Volume{{
+			Name:     f.name,
+			ReadOnly: f.readOnly,
+			Backend:  config.Backend{Type: f.bType, Path: f.path, Size: f.size},
+		}}}
+		cfg.SetDir(".")
+	} else {
+		for _, fl := range []string{"backend", "path", "size", "read-only"} {
+			if cmd.Flags().Changed(fl) {
+				return nil, fmt.Errorf("--%s: only with --name (flag form); with a config file set it there", fl)
+			}
+		}
+		p := f.cfgPath
+		if p == "" {
+			p = "twinblock.yaml"
+		}
+		c, err := config.Load(p)
+		if err != nil {
+			return nil, err
+		}
+		cfg = c
+	}
+	if f.listen != "" {
+		cfg.Listen = f.listen
+	}
+	if f.socket != "" {
+		cfg.Socket = f.socket
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// openBackend opens the storage a volume config describes.
+func openBackend(cfg *config.Config, v *config.Volume) (backend.Backend, error) {
+	switch v.Backend.Type {
+	case "file":
+		b, err := file.Open(cfg.Resolve(v.Backend.Path), file.Options{ReadOnly: v.ReadOnly})
+		if err != nil {
+			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+		return b, nil
+	case "mem":
+		return mem.New(int64(v.Backend.Size)), nil
+	}
+	return nil, fmt.Errorf("volume %s: backend.type: unknown backend %q", v.Name, v.Backend.Type)
+}
+
+func serve(ctx context.Context, cfg *config.Config, drain time.Duration) error {
+	log := slog.Default()
+	var vols []*engine.Volume
+	defer func() {
+		for _, v := range vols {
+			if err := v.Close(); err != nil {
+				log.Error("closing volume", "volume", v.Name(), "err", err)
+			}
+		}
+	}()
+	srv := nbd.NewServer(nbd.ServerOptions{Logger: log})
+	for i := range cfg.Volumes {
+		vc := &cfg.Volumes[i]
+		be, err := openBackend(cfg, vc)
+		if err != nil {
+			return err
+		}
+		v, err := engine.NewVolume(engine.VolumeOptions{Name: vc.Name, Backend: be, ReadOnly: vc.ReadOnly})
+		if err != nil {
+			be.Close()
+			return err
+		}
+		vols = append(vols, v)
+		if err := srv.AddExport(&nbd.Export{Name: vc.Name, Description: vc.Description, Device: nbdDevice{v}, ReadOnly: vc.ReadOnly}); err != nil {
+			return err
+		}
+	}
+
+	var listeners []net.Listener
+	if cfg.Listen != "none" {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		listeners = append(listeners, ln)
+	}
+	if cfg.Socket != "" {
+		if err := removeStaleSocket(cfg.Socket); err != nil {
+			return err
+		}
+		ln, err := net.Listen("unix", cfg.Socket)
+		if err != nil {
+			return fmt.Errorf("socket: %w", err)
+		}
+		listeners = append(listeners, ln)
+	}
+	errc := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		go func(ln net.Listener) { errc <- srv.Serve(ln) }(ln)
+	}
+	for _, v := range vols {
+		for _, ln := range listeners {
+			log.Info("exporting", "volume", v.Name(), "size", v.Size(), "read_only", v.ReadOnly(), "uri", exportURI(ln, v.Name()))
+		}
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining requests in flight")
+	case serveErr = <-errc:
+		log.Error("listener failed", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	if cfg.Socket != "" {
+		os.Remove(cfg.Socket)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+func exportURI(ln net.Listener, name string) string {
+	if ln.Addr().Network() == "unix" {
+		return fmt.Sprintf("nbd+unix:///%s?socket=%s", name, ln.Addr().String())
+	}
+	return fmt.Sprintf("nbd://%s/%s", ln.Addr().String(), name)
+}
+
+// removeStaleSocket removes a socket file left by a process that is gone,
+// and refuses to steal one a live server still answers on.
+func removeStaleSocket(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if st.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("socket: %s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("socket: %s is in use by a running server", path)
+	}
+	return os.Remove(path)
+}
+
+// nbdDevice adapts an engine.Volume to nbd.Device, mapping engine errors to
+// the NBD error codes a client should see.
+type nbdDevice struct{ v *engine.Volume }
+
+func (d nbdDevice) Size() uint64 { return d.v.Size() }
+func (d nbdDevice) ReadAt(p []byte, off uint64) error {
+	return mapErr(d.v.ReadAt(p, off))
+}
+func (d nbdDevice) WriteAt(p []byte, off uint64, fua bool) error {
+	return mapErr(d.v.WriteAt(p, off, fua))
+}
+func (d nbdDevice) Trim(off uint64, n uint32, fua bool) error {
+	return mapErr(d.v.Trim(off, n, fua))
+}
+func (d nbdDevice) WriteZeroes(off uint64, n uint32, noHole, fua bool) error {
+	return mapErr(d.v.WriteZeroes(off, n, noHole, fua))
+}
+func (d nbdDevice) Flush() error { return mapErr(d.v.Flush()) }
+
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, engine.ErrReadOnly), errors.Is(err, backend.ErrReadOnly):
+		return fmt.Errorf("%w: %w", nbd.ErrPerm, err)
+	case errors.Is(err, engine.ErrOutOfRange), errors.Is(err, backend.ErrOutOfRange):
+		return fmt.Errorf("%w: %w", nbd.ErrInvalid, err)
+	case errors.Is(err, engine.ErrClosed):
+		return fmt.Errorf("%w: %w", nbd.ErrShutdown, err)
+	}
+	return err
+}

@@ -1,0 +1,215 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrInvalid is wrapped by every validation error; the message names the field.
+var ErrInvalid = errors.New("config: invalid")
+
+// DefaultListen is where `twinblock serve` exports volumes unless told otherwise.
+const DefaultListen = "127.0.0.1:10809"
+
+// Config is the daemon's configuration file (YAML).
+type Config struct {
+	// Listen is the TCP address for NBD clients; "none" disables TCP.
+	Listen string `yaml:"listen,omitempty"`
+	// Socket is an optional unix socket path for NBD clients on the same host.
+	Socket string `yaml:"socket,omitempty"`
+	// Volumes lists the exported volumes; the export name is the volume name.
+	Volumes []Volume `yaml:"volumes"`
+
+	// dir is the directory of the file the config was read from; relative
+	// paths in the file are relative to it.
+	dir string
+}
+
+// Volume is one exported volume.
+type Volume struct {
+	Name        string  `yaml:"name"`
+	Description string  `yaml:"description,omitempty"`
+	ReadOnly    bool    `yaml:"read_only,omitempty"`
+	Backend     Backend `yaml:"backend"`
+}
+
+// Backend says where a volume's bytes live.
+type Backend struct {
+	// Type is "file" (regular file or raw block device) or "mem" (in memory,
+	// lost on exit: tests and benchmarks).
+	Type string `yaml:"type"`
+	// Path of the file or block device (type file).
+	Path string `yaml:"path,omitempty"`
+	// Size is required for mem; for file it is used by `twinblock create`
+	// only (an existing file's own size wins).
+	Size Size `yaml:"size,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidName reports whether name can be a volume (and export) name: it is
+// also used in file names, so it is kept to a safe alphabet.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: volume name %q: use 1-64 characters from A-Z a-z 0-9 . _ - (not starting with . _ -)", ErrInvalid, name)
+	}
+	return nil
+}
+
+// Load reads and validates a config file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.dir = filepath.Dir(abs)
+	return c, nil
+}
+
+// Parse decodes and validates YAML. Unknown fields are errors (a typo must
+// not silently become a default).
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: empty file", ErrInvalid)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every field and names the first bad one.
+func (c *Config) Validate() error {
+	if len(c.Volumes) == 0 {
+		return fmt.Errorf("%w: volumes: at least one volume is required", ErrInvalid)
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Listen == "none" && c.Socket == "" {
+		return fmt.Errorf("%w: listen: \"none\" needs socket to be set, or nothing is exported", ErrInvalid)
+	}
+	seen := map[string]int{}
+	for i := range c.Volumes {
+		v := &c.Volumes[i]
+		field := fmt.Sprintf("volumes[%d]", i)
+		if err := ValidName(v.Name); err != nil {
+			return fmt.Errorf("%s.name: %w", field, err)
+		}
+		if j, dup := seen[v.Name]; dup {
+			return fmt.Errorf("%w: %s.name: %q is already used by volumes[%d]", ErrInvalid, field, v.Name, j)
+		}
+		seen[v.Name] = i
+		if err := v.Backend.validate(field + ".backend"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Backend) validate(field string) error {
+	switch b.Type {
+	case "file":
+		if b.Path == "" {
+			return fmt.Errorf("%w: %s.path: required for type file", ErrInvalid, field)
+		}
+		if b.Size < 0 {
+			return fmt.Errorf("%w: %s.size: must not be negative", ErrInvalid, field)
+		}
+	case "mem":
+		if b.Size <= 0 {
+			return fmt.Errorf("%w: %s.size: required (> 0) for type mem", ErrInvalid, field)
+		}
+		if b.Path != "" {
+			return fmt.Errorf("%w: %s.path: not used by type mem", ErrInvalid, field)
+		}
+	case "":
+		return fmt.Errorf("%w: %s.type: required (file or mem)", ErrInvalid, field)
+	default:
+		return fmt.Errorf("%w: %s.type: unknown backend %q (want file or mem)", ErrInvalid, field, b.Type)
+	}
+	return nil
+}
+
+// Resolve turns a path from the config file into one usable from the
+// current directory.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// SetDir sets the directory relative paths are resolved against.
+func (c *Config) SetDir(dir string) { c.dir = dir }
+
+// Volume returns the named volume.
+func (c *Config) Volume(name string) (*Volume, bool) {
+	for i := range c.Volumes {
+		if c.Volumes[i].Name == name {
+			return &c.Volumes[i], true
+		}
+	}
+	return nil, false
+}
+
+// Marshal encodes the config as YAML.
+func (c *Config) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return buf.Bytes(), enc.Close()
+}
+
+// WriteFile writes the config atomically (temp file, fsync, rename), so a
+// crash never leaves a half-written config behind.
+func (c *Config) WriteFile(path string) error {
+	b, err := c.Marshal()
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
