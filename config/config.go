@@ -38,6 +38,32 @@ type Volume struct {
 	Description string  `yaml:"description,omitempty"`
 	ReadOnly    bool    `yaml:"read_only,omitempty"`
 	Backend     Backend `yaml:"backend"`
+	// Journal configures the volume's write-ahead journal (file volumes).
+	Journal Journal `yaml:"journal,omitempty"`
+}
+
+// Journal settings. Every write to a file volume is made durable in the
+// journal before it is acknowledged.
+type Journal struct {
+	// Dir holds the journal segments; default "<backend path>.journal".
+	Dir string `yaml:"dir,omitempty"`
+	// MaxSize bounds the journal above the last checkpoint; writes wait for
+	// a checkpoint when it is reached. Default 1G.
+	MaxSize Size `yaml:"max_size,omitempty"`
+	// SegmentSize is the size of each preallocated segment file. Default 64M.
+	SegmentSize Size `yaml:"segment_size,omitempty"`
+}
+
+// JournalDir is where the volume's journal lives ("" for mem volumes,
+// which have none).
+func (c *Config) JournalDir(v *Volume) string {
+	if v.Backend.Type != "file" {
+		return ""
+	}
+	if v.Journal.Dir != "" {
+		return c.Resolve(v.Journal.Dir)
+	}
+	return c.Resolve(v.Backend.Path) + ".journal"
 }
 
 // Backend says where a volume's bytes live.
@@ -124,6 +150,26 @@ func (c *Config) Validate() error {
 		if err := v.Backend.validate(field + ".backend"); err != nil {
 			return err
 		}
+		if err := v.validateJournal(field + ".journal"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *Volume) validateJournal(field string) error {
+	j := v.Journal
+	if v.Backend.Type == "mem" && j != (Journal{}) {
+		return fmt.Errorf("%w: %s: mem volumes have no journal (nothing outlives the process)", ErrInvalid, field)
+	}
+	if j.MaxSize != 0 && j.MaxSize < 128<<20 {
+		return fmt.Errorf("%w: %s.max_size: %s is too small (at least 128M)", ErrInvalid, field, j.MaxSize)
+	}
+	if j.SegmentSize != 0 && (j.SegmentSize < 33<<20 || j.SegmentSize%4096 != 0) {
+		return fmt.Errorf("%w: %s.segment_size: %s must be at least 33M (one segment holds a 32M NBD write) and a multiple of 4K", ErrInvalid, field, j.SegmentSize)
+	}
+	if j.MaxSize != 0 && j.SegmentSize != 0 && j.MaxSize < 2*j.SegmentSize {
+		return fmt.Errorf("%w: %s.max_size: must be at least twice segment_size", ErrInvalid, field)
 	}
 	return nil
 }

@@ -3,9 +3,13 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twinblock/twinblock/engine/backend"
+	"github.com/twinblock/twinblock/journal"
 )
 
 // Errors returned by a Volume, tested with errors.Is.
@@ -16,30 +20,72 @@ var (
 	ErrFailed     = errors.New("engine: volume failed")
 )
 
+// Defaults for VolumeOptions.
+const (
+	DefaultCheckpointBytes    = 64 << 20
+	DefaultCheckpointInterval = 5 * time.Second
+	DefaultJournalMaxBytes    = 1 << 30
+)
+
 // VolumeOptions configures a Volume.
 type VolumeOptions struct {
-	Name     string
-	Backend  backend.Backend
+	Name    string
+	Backend backend.Backend
+	// Journal, when set, makes every write durable in it before the write
+	// is acknowledged, and is replayed into the backend by OpenVolume. A
+	// volume without a journal writes the backend directly (mem volumes:
+	// nothing survives the process anyway).
+	Journal  *journal.Journal
 	ReadOnly bool
+	// CheckpointBytes: checkpoint (flush backend, record applied seq, trim
+	// journal) once this many journal bytes were written since the last.
+	CheckpointBytes int64
+	// CheckpointInterval: checkpoint at least this often while writes come.
+	CheckpointInterval time.Duration
+	// JournalMaxBytes bounds the journal above the checkpoint: writes wait
+	// for a checkpoint when it is reached (back-pressure, never unbounded
+	// disk use).
+	JournalMaxBytes int64
+	Logger          *slog.Logger
 }
 
-// Volume is one exported volume: the object the NBD server calls.
+// Volume is one exported volume: the object the NBD server calls. It is safe
+// for concurrent use.
 type Volume struct {
 	name     string
 	be       backend.Backend
+	j        *journal.Journal
 	size     uint64
 	readOnly bool
+	log      *slog.Logger
+	opts     VolumeOptions
 
-	// failed holds the first durability error (a failed backend flush).
-	// After it the volume refuses every write and flush: we cannot know
-	// what reached the disk, so pretending otherwise would lose data
-	// silently (the "fsyncgate" lesson).
+	// admitMu makes journal order and orderer admission order the same.
+	admitMu sync.Mutex
+	ord     *orderer
+
+	// failed holds the first durability error. After it the volume refuses
+	// every write and flush: we cannot know what reached the disk, so
+	// pretending otherwise would lose data silently ("fsyncgate").
 	failed atomic.Pointer[error]
 	closed atomic.Bool
+
+	inflight sync.WaitGroup // mutating requests in progress
+	// sinceCkpt counts journal payload bytes since the last checkpoint.
+	sinceCkpt  atomic.Int64
+	ckptKick   chan struct{}
+	ckptMu     sync.Mutex // serialises checkpoints
+	ckptCond   *sync.Cond // broadcast after each checkpoint (back-pressure waiters)
+	ckptCondMu sync.Mutex
+	stop       chan struct{}
+	done       chan struct{}
 }
 
-// NewVolume wraps a backend.
-func NewVolume(opts VolumeOptions) (*Volume, error) {
+// OpenVolume opens a volume. With a journal it first replays every record
+// above the journal's checkpoint into the backend, flushes the backend and
+// records the new checkpoint, so the volume starts with every acknowledged
+// write in place.
+func OpenVolume(opts VolumeOptions) (*Volume, error) {
 	if opts.Backend == nil {
 		return nil, fmt.Errorf("engine: volume %q: no backend", opts.Name)
 	}
@@ -47,7 +93,73 @@ func NewVolume(opts VolumeOptions) (*Volume, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("engine: volume %q: backend size %d", opts.Name, size)
 	}
-	return &Volume{name: opts.Name, be: opts.Backend, size: uint64(size), readOnly: opts.ReadOnly}, nil
+	if opts.CheckpointBytes <= 0 {
+		opts.CheckpointBytes = DefaultCheckpointBytes
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if opts.JournalMaxBytes <= 0 {
+		opts.JournalMaxBytes = DefaultJournalMaxBytes
+	}
+	if opts.JournalMaxBytes < 2*opts.CheckpointBytes {
+		opts.CheckpointBytes = opts.JournalMaxBytes / 2
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	v := &Volume{
+		name: opts.Name, be: opts.Backend, j: opts.Journal, size: uint64(size),
+		readOnly: opts.ReadOnly, log: opts.Logger.With("volume", opts.Name), opts: opts,
+		ckptKick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	v.ckptCond = sync.NewCond(&v.ckptCondMu)
+	applied := uint64(0)
+	if v.j != nil {
+		var err error
+		if applied, err = v.recover(); err != nil {
+			return nil, err
+		}
+	}
+	v.ord = newOrderer(applied)
+	if v.j != nil {
+		go v.checkpointLoop()
+	} else {
+		close(v.done)
+	}
+	return v, nil
+}
+
+// recover replays the journal above its checkpoint into the backend.
+func (v *Volume) recover() (uint64, error) {
+	st := v.j.Stats()
+	from := st.CheckpointSeq + 1
+	n, bytes := 0, int64(0)
+	err := v.j.Replay(from, func(seq uint64, op journal.Op) error {
+		n++
+		bytes += int64(op.Length)
+		if err := v.applyOp(op); err != nil {
+			return fmt.Errorf("engine: volume %s: replay seq %d: %w", v.name, seq, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	last := v.j.Stats().LastSeq
+	if n > 0 {
+		if err := v.be.Flush(); err != nil {
+			return 0, fmt.Errorf("engine: volume %s: flush after replay: %w", v.name, err)
+		}
+		if err := v.j.Checkpoint(last); err != nil {
+			return 0, fmt.Errorf("engine: volume %s: checkpoint after replay: %w", v.name, err)
+		}
+		if err := v.j.Trim(); err != nil {
+			return 0, fmt.Errorf("engine: volume %s: trim after replay: %w", v.name, err)
+		}
+		v.log.Info("journal replayed", "records", n, "bytes", bytes, "from_seq", from, "through_seq", last)
+	}
+	return last, nil
 }
 
 // Name is the volume name.
@@ -58,6 +170,25 @@ func (v *Volume) Size() uint64 { return v.size }
 
 // ReadOnly reports whether writes are refused.
 func (v *Volume) ReadOnly() bool { return v.readOnly }
+
+// Journal returns the volume's journal (nil without one).
+func (v *Volume) Journal() *journal.Journal { return v.j }
+
+// Err returns the error that failed the volume, or nil.
+func (v *Volume) Err() error {
+	if p := v.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail records the first fatal error and says so loudly.
+func (v *Volume) fail(err error) error {
+	if v.failed.CompareAndSwap(nil, &err) {
+		v.log.Error("VOLUME FAILED: refusing all writes until restarted; the journal holds every acknowledged write", "err", err)
+	}
+	return fmt.Errorf("%w: %w", ErrFailed, err)
+}
 
 func (v *Volume) check(off uint64, n uint64, write bool) error {
 	if v.closed.Load() {
@@ -77,7 +208,8 @@ func (v *Volume) check(off uint64, n uint64, write bool) error {
 	return nil
 }
 
-// ReadAt reads len(p) bytes at off.
+// ReadAt reads len(p) bytes at off. Every acknowledged write is visible:
+// a write is acknowledged only after it reached the backend.
 func (v *Volume) ReadAt(p []byte, off uint64) error {
 	if err := v.check(off, uint64(len(p)), false); err != nil {
 		return err
@@ -86,69 +218,214 @@ func (v *Volume) ReadAt(p []byte, off uint64) error {
 	return err
 }
 
-// WriteAt writes p at off; with fua it is durable on return.
+// WriteAt writes p at off. With a journal the write is durable on return
+// whatever fua says; without one, fua flushes the backend.
 func (v *Volume) WriteAt(p []byte, off uint64, fua bool) error {
-	if err := v.check(off, uint64(len(p)), true); err != nil {
-		return err
-	}
-	if _, err := v.be.WriteAt(p, int64(off)); err != nil {
-		return err
-	}
-	if fua {
-		return v.Flush()
-	}
-	return nil
+	return v.mutate(journal.Op{Kind: journal.KindWrite, Offset: off, Length: uint32(len(p)), Data: p}, fua)
 }
 
 // Trim discards a range; it reads as zeroes afterwards.
 func (v *Volume) Trim(off uint64, length uint32, fua bool) error {
-	if err := v.check(off, uint64(length), true); err != nil {
-		return err
-	}
-	if err := backend.Discard(v.be, int64(off), int64(length)); err != nil {
-		return err
-	}
-	if fua {
-		return v.Flush()
-	}
-	return nil
+	return v.mutate(journal.Op{Kind: journal.KindTrim, Offset: off, Length: length}, fua)
 }
 
 // WriteZeroes zeroes a range; with noHole the range stays allocated.
 func (v *Volume) WriteZeroes(off uint64, length uint32, noHole, fua bool) error {
-	if err := v.check(off, uint64(length), true); err != nil {
-		return err
-	}
-	if err := backend.WriteZeroes(v.be, int64(off), int64(length), noHole); err != nil {
-		return err
-	}
-	if fua {
-		return v.Flush()
-	}
-	return nil
+	return v.mutate(journal.Op{Kind: journal.KindZero, Offset: off, Length: length, NoHole: noHole}, fua)
 }
 
-// Flush makes every completed write durable. A flush error is sticky.
-func (v *Volume) Flush() error {
-	if err := v.check(0, 0, true); err != nil && !errors.Is(err, ErrReadOnly) {
+// applyOp performs op on the backend.
+func (v *Volume) applyOp(op journal.Op) error {
+	switch op.Kind {
+	case journal.KindWrite:
+		_, err := v.be.WriteAt(op.Data, int64(op.Offset))
 		return err
+	case journal.KindTrim:
+		return backend.Discard(v.be, int64(op.Offset), int64(op.Length))
+	case journal.KindZero:
+		return backend.WriteZeroes(v.be, int64(op.Offset), int64(op.Length), op.NoHole)
+	}
+	return fmt.Errorf("engine: unknown op kind %v", op.Kind)
+}
+
+// mutate is the write path:
+//  1. admission: the op is queued in the journal (which assigns its seq) and
+//     registered with the orderer under one lock, so journal order and
+//     apply order agree;
+//  2. the backend write waits only for earlier overlapping ops, and runs in
+//     parallel with the journal's group commit;
+//  3. the op is acknowledged once it is in the backend and durable in the
+//     journal.
+func (v *Volume) mutate(op journal.Op, fua bool) error {
+	if err := v.check(op.Offset, uint64(op.Length), true); err != nil {
+		return err
+	}
+	if op.Length == 0 {
+		return nil
+	}
+	v.inflight.Add(1)
+	defer v.inflight.Done()
+	if v.j == nil {
+		if err := v.applyOp(op); err != nil {
+			return err
+		}
+		if fua {
+			return v.Flush()
+		}
+		return nil
+	}
+	v.waitJournalRoom()
+
+	v.admitMu.Lock()
+	seq, err := v.j.Submit(op)
+	if err != nil {
+		v.admitMu.Unlock()
+		return v.fail(err)
+	}
+	p, deps := v.ord.admit(seq, op.Offset, uint64(op.Length))
+	v.admitMu.Unlock()
+
+	if n := v.sinceCkpt.Add(int64(op.Length) + 512); n >= v.opts.CheckpointBytes {
+		select {
+		case v.ckptKick <- struct{}{}:
+		default:
+		}
+	}
+
+	wait(deps)
+	aerr := v.applyOp(op)
+	if aerr != nil {
+		// The record is durable (or about to be) but the backend refused it:
+		// fail the volume so no checkpoint passes this seq; a restart
+		// replays it from the journal.
+		aerr = v.fail(fmt.Errorf("backend write at seq %d: %w", seq, aerr))
+	}
+	v.ord.markApplied(p)
+	if err := v.j.WaitDurable(seq); err != nil {
+		return v.fail(err)
+	}
+	return aerr
+}
+
+// waitJournalRoom blocks while the journal above the checkpoint is at its
+// bound, kicking the checkpointer.
+func (v *Volume) waitJournalRoom() {
+	if v.sinceCkpt.Load() < v.opts.JournalMaxBytes {
+		return
+	}
+	v.ckptCondMu.Lock()
+	defer v.ckptCondMu.Unlock()
+	for v.sinceCkpt.Load() >= v.opts.JournalMaxBytes && v.failed.Load() == nil && !v.closed.Load() {
+		select {
+		case v.ckptKick <- struct{}{}:
+		default:
+		}
+		v.ckptCond.Wait()
+	}
+}
+
+// Flush makes every completed write durable. With a journal they already
+// are (a write is acknowledged only once durable), so Flush only reports a
+// failed volume; without one it flushes the backend. A flush error is
+// sticky.
+func (v *Volume) Flush() error {
+	if v.closed.Load() {
+		return ErrClosed
+	}
+	if p := v.failed.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrFailed, *p)
+	}
+	if v.readOnly || v.j != nil {
+		return nil
 	}
 	if err := v.be.Flush(); err != nil {
-		v.failed.CompareAndSwap(nil, &err)
-		return fmt.Errorf("%w: %w", ErrFailed, err)
+		return v.fail(err)
 	}
 	return nil
 }
 
-// Close flushes and closes the backend.
+// checkpointLoop checkpoints when kicked (bytes threshold, back-pressure)
+// or on the interval while there is something to checkpoint.
+func (v *Volume) checkpointLoop() {
+	defer close(v.done)
+	t := time.NewTicker(v.opts.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-v.ckptKick:
+		case <-t.C:
+		}
+		if err := v.Checkpoint(); err != nil && !errors.Is(err, ErrFailed) {
+			v.log.Warn("checkpoint", "err", err)
+		}
+	}
+}
+
+// Checkpoint flushes the backend, records in the journal that every record
+// through the applied watermark is in the backend, and trims the journal.
+func (v *Volume) Checkpoint() error {
+	if v.j == nil {
+		return nil
+	}
+	v.ckptMu.Lock()
+	defer v.ckptMu.Unlock()
+	defer func() {
+		v.ckptCondMu.Lock()
+		v.ckptCond.Broadcast()
+		v.ckptCondMu.Unlock()
+	}()
+	if p := v.failed.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrFailed, *p)
+	}
+	applied := min(v.ord.appliedThrough(), v.j.DurableSeq())
+	if applied <= v.j.Stats().CheckpointSeq {
+		return nil
+	}
+	// Bytes written before we read the watermark are covered (or will be by
+	// the next checkpoint); subtract what we saw, not what arrives after.
+	seen := v.sinceCkpt.Load()
+	if err := v.be.Flush(); err != nil {
+		return v.fail(fmt.Errorf("backend flush for checkpoint: %w", err))
+	}
+	if err := v.j.Checkpoint(applied); err != nil {
+		if errors.Is(err, journal.ErrFailed) {
+			return v.fail(err)
+		}
+		return err
+	}
+	if err := v.j.Trim(); err != nil {
+		if errors.Is(err, journal.ErrFailed) {
+			return v.fail(err)
+		}
+		return err
+	}
+	v.sinceCkpt.Add(-seen)
+	return nil
+}
+
+// Close stops the volume: callers must have stopped sending requests (the
+// NBD server drained). It waits for writes in progress, checkpoints, and
+// closes journal and backend.
 func (v *Volume) Close() error {
 	if v.closed.Swap(true) {
 		return nil
 	}
-	ferr := error(nil)
-	if !v.readOnly && v.failed.Load() == nil {
-		ferr = v.be.Flush()
+	v.inflight.Wait()
+	var errs []error
+	if v.j != nil {
+		close(v.stop)
+		<-v.done
+		if v.failed.Load() == nil {
+			if err := v.Checkpoint(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		errs = append(errs, v.j.Close())
+	} else if !v.readOnly && v.failed.Load() == nil {
+		errs = append(errs, v.be.Flush())
 	}
-	cerr := v.be.Close()
-	return errors.Join(ferr, cerr)
+	errs = append(errs, v.be.Close())
+	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/twinblock/twinblock/engine/backend"
 	"github.com/twinblock/twinblock/engine/backend/file"
 	"github.com/twinblock/twinblock/engine/backend/mem"
+	"github.com/twinblock/twinblock/journal"
 	"github.com/twinblock/twinblock/nbd"
 )
 
@@ -128,6 +129,55 @@ func openBackend(cfg *config.Config, v *config.Volume) (backend.Backend, error) 
 	return nil, fmt.Errorf("volume %s: backend.type: unknown backend %q", v.Name, v.Backend.Type)
 }
 
+// journalOptions are the journal settings of a volume.
+func journalOptions(cfg *config.Config, vc *config.Volume, log *slog.Logger) journal.Options {
+	return journal.Options{
+		Dir:         cfg.JournalDir(vc),
+		SegmentSize: int64(vc.Journal.SegmentSize),
+		Logger:      log.With("volume", vc.Name, "journal", cfg.JournalDir(vc)),
+	}
+}
+
+// openVolume opens backend and journal and replays the journal.
+func openVolume(cfg *config.Config, vc *config.Volume, log *slog.Logger) (*engine.Volume, error) {
+	be, err := openBackend(cfg, vc)
+	if err != nil {
+		return nil, err
+	}
+	var j *journal.Journal
+	if dir := cfg.JournalDir(vc); dir != "" && !vc.ReadOnly {
+		j, err = journal.Open(journalOptions(cfg, vc, log))
+		if err != nil {
+			be.Close()
+			return nil, fmt.Errorf("volume %s: %w", vc.Name, err)
+		}
+	} else if dir != "" && vc.ReadOnly {
+		// A read-only export must still show every acknowledged write: refuse
+		// to export while the journal holds records not yet in the backend.
+		st, err := journalPending(journalOptions(cfg, vc, log))
+		if err != nil {
+			be.Close()
+			return nil, fmt.Errorf("volume %s: %w", vc.Name, err)
+		}
+		if st > 0 {
+			be.Close()
+			return nil, fmt.Errorf("volume %s: journal holds %d records not yet applied; serve it read-write once to replay them", vc.Name, st)
+		}
+	}
+	v, err := engine.OpenVolume(engine.VolumeOptions{
+		Name: vc.Name, Backend: be, Journal: j, ReadOnly: vc.ReadOnly,
+		JournalMaxBytes: int64(vc.Journal.MaxSize), Logger: log,
+	})
+	if err != nil {
+		if j != nil {
+			j.Close()
+		}
+		be.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
 func serve(ctx context.Context, cfg *config.Config, drain time.Duration) error {
 	log := slog.Default()
 	var vols []*engine.Volume
@@ -141,13 +191,8 @@ func serve(ctx context.Context, cfg *config.Config, drain time.Duration) error {
 	srv := nbd.NewServer(nbd.ServerOptions{Logger: log})
 	for i := range cfg.Volumes {
 		vc := &cfg.Volumes[i]
-		be, err := openBackend(cfg, vc)
+		v, err := openVolume(cfg, vc, log)
 		if err != nil {
-			return err
-		}
-		v, err := engine.NewVolume(engine.VolumeOptions{Name: vc.Name, Backend: be, ReadOnly: vc.ReadOnly})
-		if err != nil {
-			be.Close()
 			return err
 		}
 		vols = append(vols, v)
