@@ -146,6 +146,14 @@ func openVolume(cfg *config.Config, vc *config.Volume, log *slog.Logger) (*engin
 	}
 	var j *journal.Journal
 	if dir := cfg.JournalDir(vc); dir != "" && !vc.ReadOnly {
+		// Held until the process exits: the lock outlives the volume on
+		// purpose (it guards the directory for the daemon's whole life).
+		lf, err := lockDir(dir)
+		if err != nil {
+			be.Close()
+			return nil, fmt.Errorf("volume %s: %w", vc.Name, err)
+		}
+		heldLocks = append(heldLocks, lf)
 		j, err = journal.Open(journalOptions(cfg, vc, log))
 		if err != nil {
 			be.Close()
