@@ -1,0 +1,423 @@
+package nbd
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// lingerTimeout bounds how long a closing connection waits for the client
+// to close its side after our last reply (see conn.close).
+const lingerTimeout = time.Second
+
+// conn is one client connection. The goroutine running serve reads
+// requests; accepted requests run on worker goroutines (one per request
+// in flight, at most maxInFlight, reused); one writer goroutine sends the
+// replies.
+type conn struct {
+	s   *Server
+	nc  net.Conn
+	log *slog.Logger
+	br  *bufio.Reader
+	bw  *bufio.Writer // handshake; then owned by writeLoop
+
+	export   atomic.Pointer[Export] // set once transmission starts
+	stopping atomic.Bool            // drain: read no new requests
+	killOnce sync.Once
+	killed   chan struct{} // closed when the connection is torn down at once
+
+	// Transmission state, fixed once negotiated.
+	dev      Device
+	cacher   Cacher
+	size     uint64
+	readOnly bool
+
+	// free holds the request slots: taking one is acquiring the in-flight
+	// semaphore, the writer puts it back once the reply is sent. It is
+	// also the request free list, so the hot path allocates no request.
+	free     chan *request
+	replies  chan *request // completed requests, in completion order
+	work     chan *request // unbuffered: hands a request to an idle worker
+	workers  int           // workers started; only readLoop touches it
+	inflight sync.WaitGroup
+	writeErr atomic.Bool // the writer failed; the stream is dead
+}
+
+// request is one transmission request on its way through a conn.
+type request struct {
+	c    *conn
+	hdr  requestHeader
+	buf  *[]byte // WRITE payload or READ data
+	code uint32  // NBD error code of the reply
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{
+		s:      s,
+		nc:     nc,
+		log:    s.log.With("remote", remoteAddr(nc)),
+		br:     bufio.NewReaderSize(nc, 64<<10),
+		bw:     bufio.NewWriterSize(nc, 64<<10),
+		killed: make(chan struct{}),
+	}
+}
+
+func remoteAddr(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
+		return a.String()
+	}
+	return "local"
+}
+
+// stop asks the connection to drain: the reader stops at the next request
+// boundary it cannot serve from what it has already buffered.
+func (c *conn) stop() {
+	c.stopping.Store(true)
+	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+// kill tears the connection down without waiting for anything.
+func (c *conn) kill() {
+	c.killOnce.Do(func() {
+		close(c.killed)
+		c.nc.Close()
+	})
+}
+
+func (c *conn) isKilled() bool {
+	select {
+	case <-c.killed:
+		return true
+	default:
+		return false
+	}
+}
+
+// serve runs the session and closes the connection.
+func (c *conn) serve() {
+	c.log.Debug("nbd: connection opened")
+	_ = c.nc.SetDeadline(time.Now().Add(c.s.hsTimeout))
+	n, err := c.handshake()
+	if err != nil {
+		switch {
+		case errors.Is(err, errAbort):
+			c.log.Debug("nbd: client ended negotiation")
+		case c.stopping.Load() || c.isKilled():
+			c.log.Debug("nbd: connection closed during negotiation by shutdown")
+		case errors.Is(err, io.EOF):
+			c.log.Debug("nbd: client hung up during negotiation")
+		default:
+			c.s.stats.protocolErrors.Add(1)
+			c.log.Warn("nbd: handshake failed", "err", err)
+		}
+		c.nc.Close()
+		return
+	}
+	// Clear the handshake deadline, then look at stopping: stop() sets the
+	// flag before its deadline, so one of the two always catches it.
+	_ = c.nc.SetDeadline(time.Time{})
+	c.export.Store(n.export)
+	if c.stopping.Load() || !c.s.exportPresent(n.export) {
+		c.stop()
+	}
+	c.log.Info("nbd: client connected", "export", n.export.Name, "size", n.size, "read_only", n.export.ReadOnly)
+	c.transmit(n)
+	c.close()
+	c.log.Info("nbd: connection closed", "export", n.export.Name)
+}
+
+// close ends a transmission whose replies have all been written. A TCP
+// close with unread data in the receive queue sends RST, and an RST makes
+// the client's kernel drop replies it has not yet read. So half-close
+// first (the client sees our replies, then EOF), then wait briefly for
+// the client to close its side.
+func (c *conn) close() {
+	defer c.nc.Close()
+	if c.isKilled() || c.writeErr.Load() {
+		return
+	}
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.Copy(io.Discard, c.nc)
+}
+
+func (s *Server) exportPresent(e *Export) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.exports[e.Name] == e
+}
+
+// transmit runs the transmission phase until the client disconnects, the
+// stream breaks, or the connection is stopped; then it waits for every
+// request in flight to be answered.
+func (c *conn) transmit(n negotiated) {
+	c.dev = n.export.Device
+	c.cacher, _ = n.export.Device.(Cacher)
+	c.size = n.size
+	c.readOnly = n.export.ReadOnly
+
+	c.free = make(chan *request, c.s.maxInFlight)
+	for range c.s.maxInFlight {
+		c.free <- &request{c: c}
+	}
+	c.replies = make(chan *request, c.s.maxInFlight)
+	c.work = make(chan *request)
+	writerDone := make(chan struct{})
+	go c.writeLoop(writerDone)
+
+	c.readLoop()
+
+	c.inflight.Wait()
+	close(c.work)
+	close(c.replies)
+	<-writerDone
+}
+
+// readLoop reads and dispatches requests until it must stop.
+func (c *conn) readLoop() {
+	var hb [requestHeaderSize]byte
+	for {
+		var req *request
+		select {
+		case req = <-c.free:
+		case <-c.killed:
+			return
+		}
+		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
+			c.free <- req
+			c.readFailed(err, "reading request header")
+			return
+		}
+		h := decodeRequestHeader(hb[:])
+		if h.magic != requestMagic {
+			c.free <- req
+			c.s.stats.protocolErrors.Add(1)
+			c.log.Warn("nbd: bad request magic, closing connection", "magic", h.magic)
+			return
+		}
+		if h.typ == CmdDisc {
+			c.free <- req
+			c.log.Debug("nbd: client sent NBD_CMD_DISC, draining")
+			return
+		}
+
+		code := c.check(h)
+		if code == CodeOK && c.stopping.Load() {
+			code = CodeShutdown
+		}
+		if h.typ == CmdWrite {
+			if code == CodeOK {
+				req.buf = getBuf(int(h.length))
+				if _, err := io.ReadFull(c.br, *req.buf); err != nil {
+					putBuf(req.buf)
+					req.buf = nil
+					c.free <- req
+					c.readFailed(err, "reading write payload")
+					return
+				}
+			} else if _, err := io.CopyN(io.Discard, c.br, int64(h.length)); err != nil {
+				// A refused write still carries its payload: skip it so
+				// the next header is where we expect it.
+				c.free <- req
+				c.readFailed(err, "skipping payload of refused write")
+				return
+			}
+		}
+
+		req.hdr = h
+		req.code = code
+		c.inflight.Add(1)
+		if code != CodeOK {
+			c.log.Debug("nbd: request refused", "type", h.typ, "flags", h.flags, "offset", h.offset, "length", h.length, "code", code)
+			c.replies <- req
+			c.inflight.Done()
+			continue
+		}
+		select {
+		case c.work <- req: // an idle worker took it
+		default:
+			if c.workers < c.s.maxInFlight {
+				// Every worker is busy: start another. In a steady state
+				// no goroutine is created per request.
+				c.workers++
+				go c.worker(req)
+			} else {
+				// As many workers as slots, and we hold a slot: at least
+				// one worker is done with its request and about to wait.
+				c.work <- req
+			}
+		}
+	}
+}
+
+// worker runs requests until the connection ends.
+func (c *conn) worker(r *request) {
+	for {
+		r.run()
+		var ok bool
+		if r, ok = <-c.work; !ok {
+			return
+		}
+	}
+}
+
+// readFailed logs why reading stopped, at a level that says whose fault
+// it was.
+func (c *conn) readFailed(err error, what string) {
+	switch {
+	case c.isKilled() || c.writeErr.Load():
+		c.log.Debug("nbd: stopped reading", "err", err)
+	case c.stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Debug("nbd: stopped reading for shutdown")
+	case errors.Is(err, io.EOF):
+		c.log.Debug("nbd: client closed the connection without NBD_CMD_DISC")
+	default:
+		c.s.stats.protocolErrors.Add(1)
+		c.log.Warn("nbd: broken request stream, closing connection", "while", what, "err", err)
+	}
+}
+
+// check validates a request against the export and the protocol and
+// returns the error code to answer it with, or CodeOK to run it.
+func (c *conn) check(h requestHeader) uint32 {
+	var allowed uint16
+	switch h.typ {
+	case CmdRead, CmdFlush, CmdCache:
+	case CmdWrite, CmdTrim:
+		if c.readOnly {
+			return CodePerm
+		}
+	case CmdWriteZeroes:
+		if c.readOnly {
+			return CodePerm
+		}
+		allowed = CmdFlagNoHole | CmdFlagFastZero
+	default:
+		return CodeInvalid // BLOCK_STATUS, RESIZE and unknown commands
+	}
+	if !c.readOnly {
+		// SEND_FUA is advertised: FUA is valid on every command.
+		allowed |= CmdFlagFUA
+	}
+	if h.flags&^allowed != 0 {
+		return CodeInvalid // DF without structured replies, unknown bits
+	}
+	if h.typ == CmdFlush {
+		if h.offset != 0 || h.length != 0 {
+			return CodeInvalid
+		}
+		return CodeOK
+	}
+	if h.length == 0 {
+		return CodeInvalid
+	}
+	if (h.typ == CmdRead || h.typ == CmdWrite) && h.length > c.s.maxBlockSize {
+		return CodeInvalid
+	}
+	if h.offset > c.size || uint64(h.length) > c.size-h.offset {
+		if h.typ == CmdWrite || h.typ == CmdWriteZeroes {
+			return CodeNoSpace // proto.md: writes beyond the end get ENOSPC
+		}
+		return CodeInvalid
+	}
+	if h.typ == CmdWriteZeroes && h.flags&CmdFlagFastZero != 0 {
+		// We do not advertise SEND_FAST_ZERO; ENOTSUP is the flag's own
+		// "cannot do it fast" answer, so a client falls back cleanly.
+		return CodeNotSupported
+	}
+	return CodeOK
+}
+
+// run executes a validated request on the device and queues its reply.
+func (r *request) run() {
+	c := r.c
+	h := &r.hdr
+	fua := h.flags&CmdFlagFUA != 0
+	var err error
+	switch h.typ {
+	case CmdRead:
+		r.buf = getBuf(int(h.length))
+		err = c.dev.ReadAt(*r.buf, h.offset)
+	case CmdWrite:
+		err = c.dev.WriteAt(*r.buf, h.offset, fua)
+		putBuf(r.buf)
+		r.buf = nil
+		if err == nil {
+			c.s.stats.bytesWritten.Add(uint64(h.length))
+		}
+	case CmdFlush:
+		err = c.dev.Flush()
+	case CmdTrim:
+		err = c.dev.Trim(h.offset, h.length, fua)
+	case CmdWriteZeroes:
+		err = c.dev.WriteZeroes(h.offset, h.length, h.flags&CmdFlagNoHole != 0, fua)
+	case CmdCache:
+		if c.cacher != nil {
+			err = c.cacher.Cache(h.offset, h.length)
+		}
+	}
+	if err != nil {
+		r.code = errorCode(err)
+		c.log.Debug("nbd: device error", "type", h.typ, "offset", h.offset, "length", h.length, "code", r.code, "err", err)
+	}
+	c.replies <- r
+	c.inflight.Done()
+}
+
+// writeLoop sends replies in completion order. It flushes only when no
+// further reply is queued, so under load several replies share a syscall.
+func (c *conn) writeLoop(done chan<- struct{}) {
+	defer close(done)
+	st := &c.s.stats
+	var hb [replyHeaderSize]byte
+	for r := range c.replies {
+		// Count before replying, so a client that saw the reply sees it
+		// counted.
+		st.requests.Add(1)
+		if r.code != CodeOK {
+			st.errors.Add(1)
+		} else if r.hdr.typ == CmdRead {
+			st.reads.Add(1)
+			st.bytesRead.Add(uint64(r.hdr.length))
+		} else if r.hdr.typ == CmdWrite {
+			st.writes.Add(1)
+		}
+		if !c.writeErr.Load() {
+			encodeSimpleReply(hb[:], r.code, r.hdr.handle)
+			_, err := c.bw.Write(hb[:])
+			if err == nil && r.code == CodeOK && r.hdr.typ == CmdRead {
+				_, err = c.bw.Write(*r.buf)
+			}
+			if err == nil && len(c.replies) == 0 {
+				// Give workers that are about to finish one chance to
+				// queue their replies, so that they share the write.
+				runtime.Gosched()
+				if len(c.replies) == 0 {
+					err = c.bw.Flush()
+				}
+			}
+			if err != nil {
+				// The client is gone: stop the reader too, keep draining
+				// so that every request slot and buffer comes back.
+				if !c.isKilled() {
+					c.log.Warn("nbd: writing reply failed, closing connection", "err", err)
+				}
+				c.writeErr.Store(true)
+				c.nc.Close()
+			}
+		}
+		putBuf(r.buf)
+		r.buf = nil
+		c.free <- r
+	}
+}
