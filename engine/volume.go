@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/twinblock/twinblock/engine/backend"
 	"github.com/twinblock/twinblock/journal"
+	"github.com/twinblock/twinblock/transport"
 )
 
 // Errors returned by a Volume, tested with errors.Is.
@@ -47,6 +49,18 @@ type VolumeOptions struct {
 	// disk use).
 	JournalMaxBytes int64
 	Logger          *slog.Logger
+
+	// State persists role and generations (nil: a standalone volume, always
+	// primary, remembered nowhere).
+	State StateStore
+	// NodeID is this node's id (replication).
+	NodeID string
+	// Peer configures replication; nil or empty NodeID: no peer.
+	Peer *PeerOptions
+	// OnRoleChange is called after the role changed (the daemon starts or
+	// stops exporting the volume). It must not call back into the volume's
+	// role methods.
+	OnRoleChange func(Role)
 }
 
 // Volume is one exported volume: the object the NBD server calls. It is safe
@@ -70,7 +84,18 @@ type Volume struct {
 	failed atomic.Pointer[error]
 	closed atomic.Bool
 
-	inflight sync.WaitGroup // mutating requests in progress
+	// inflightN counts mutating requests in progress.
+	inflightN atomic.Int64
+
+	peer PeerOptions
+	repl replState
+	// role: 0 primary, 1 secondary. Changed under admitMu (so admission
+	// sees a consistent role) and roleMu (one role change at a time).
+	role     atomic.Int32
+	roleMu   sync.Mutex
+	stMu     sync.Mutex
+	st       State
+	dialDone chan struct{}
 	// sinceCkpt counts journal payload bytes since the last checkpoint.
 	sinceCkpt  atomic.Int64
 	ckptKick   chan struct{}
@@ -114,6 +139,34 @@ func OpenVolume(opts VolumeOptions) (*Volume, error) {
 		ckptKick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	v.ckptCond = sync.NewCond(&v.ckptCondMu)
+	v.repl.init()
+	v.dialDone = make(chan struct{})
+	if opts.Peer != nil && opts.Peer.NodeID != "" {
+		v.peer = *opts.Peer
+		if v.j == nil {
+			return nil, fmt.Errorf("engine: volume %q: replication needs a journal", opts.Name)
+		}
+		if v.peer.Mode == 0 {
+			v.peer.Mode = transport.ModeSync
+		}
+		if v.peer.RetainBytes <= 0 {
+			v.peer.RetainBytes = 1 << 30
+		}
+		if v.peer.AsyncMaxLag <= 0 {
+			v.peer.AsyncMaxLag = 64 << 20
+		}
+		if v.peer.AsyncMaxAge <= 0 {
+			v.peer.AsyncMaxAge = 5 * time.Second
+		}
+	} else {
+		v.repl.mu.state = ConnStandalone
+	}
+	if err := v.loadState(); err != nil {
+		return nil, err
+	}
+	if v.st.Role == RoleSecondary {
+		v.role.Store(1)
+	}
 	applied := uint64(0)
 	if v.j != nil {
 		var err error
@@ -127,7 +180,82 @@ func OpenVolume(opts VolumeOptions) (*Volume, error) {
 	} else {
 		close(v.done)
 	}
+	if v.peer.NodeID != "" && v.isPrimary() && !v.st.PeerNeedsResync {
+		// Keep everything for the peer until it says what it holds.
+		v.j.SetRetain(replRetain, v.j.Stats().FirstSeq-1)
+	}
+	if v.peer.NodeID != "" && v.peer.Dial != nil {
+		go v.dialLoop()
+		v.repl.kick()
+	} else {
+		close(v.dialDone)
+	}
 	return v, nil
+}
+
+// loadState reads (or, for a standalone volume, makes) the volume state.
+func (v *Volume) loadState() error {
+	if v.opts.State == nil {
+		v.st = State{UUID: NewUUID(), Size: v.size, Role: RolePrimary, Disk: DiskUpToDate}
+		return nil
+	}
+	st, err := v.opts.State.Load()
+	if errors.Is(err, ErrNoState) {
+		if v.peer.NodeID != "" {
+			return fmt.Errorf("engine: volume %s: no state (uuid, role): create replicated volumes with `twinblock create --uuid ... --role ...`", v.name)
+		}
+		st = State{UUID: NewUUID(), Size: v.size, Role: RolePrimary, Disk: DiskUpToDate, Generation: newGeneration()}
+		if err := v.opts.State.Save(st); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if st.Size != 0 && st.Size != v.size {
+		return fmt.Errorf("engine: volume %s: backend is %d bytes, the volume was created with %d", v.name, v.size, st.Size)
+	}
+	if st.Role != RolePrimary && st.Role != RoleSecondary {
+		return fmt.Errorf("engine: volume %s: state has role %q", v.name, st.Role)
+	}
+	if st.Disk == "" {
+		st.Disk = DiskUpToDate
+	}
+	v.st = st
+	return nil
+}
+
+func (v *Volume) isPrimary() bool { return v.role.Load() == 0 }
+
+// Role is the volume's current role.
+func (v *Volume) Role() Role {
+	if v.isPrimary() {
+		return RolePrimary
+	}
+	return RoleSecondary
+}
+
+func (v *Volume) stateCopy() State {
+	v.stMu.Lock()
+	defer v.stMu.Unlock()
+	s := v.st
+	s.History = append([]GenEntry(nil), s.History...)
+	return s
+}
+
+// updateState changes the state and persists it before returning.
+func (v *Volume) updateState(fn func(*State)) error {
+	v.stMu.Lock()
+	defer v.stMu.Unlock()
+	s := v.st
+	s.History = append([]GenEntry(nil), s.History...)
+	fn(&s)
+	if v.opts.State != nil {
+		if err := v.opts.State.Save(s); err != nil {
+			return err
+		}
+	}
+	v.st = s
+	return nil
 }
 
 // recover replays the journal above its checkpoint into the backend.
@@ -263,8 +391,8 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	if op.Length == 0 {
 		return nil
 	}
-	v.inflight.Add(1)
-	defer v.inflight.Done()
+	v.inflightN.Add(1)
+	defer v.inflightN.Add(-1)
 	if v.j == nil {
 		if err := v.applyOp(op); err != nil {
 			return err
@@ -275,14 +403,20 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 		return nil
 	}
 	v.waitJournalRoom()
+	v.waitAsyncRoom()
 
 	v.admitMu.Lock()
+	if !v.isPrimary() {
+		v.admitMu.Unlock()
+		return ErrNotPrimary
+	}
 	seq, err := v.j.Submit(op)
 	if err != nil {
 		v.admitMu.Unlock()
 		return v.fail(err)
 	}
 	p, deps := v.ord.admit(seq, op.Offset, uint64(op.Length))
+	v.sendLiveLocked(seq, op)
 	v.admitMu.Unlock()
 
 	if n := v.sinceCkpt.Add(int64(op.Length) + 512); n >= v.opts.CheckpointBytes {
@@ -304,7 +438,11 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	if err := v.j.WaitDurable(seq); err != nil {
 		return v.fail(err)
 	}
-	return aerr
+	if aerr != nil {
+		return aerr
+	}
+	v.waitPeer(seq)
+	return nil
 }
 
 // waitJournalRoom blocks while the journal above the checkpoint is at its
@@ -402,6 +540,7 @@ func (v *Volume) Checkpoint() error {
 		return err
 	}
 	v.sinceCkpt.Add(-seen)
+	v.enforceRetention()
 	return nil
 }
 
@@ -412,10 +551,15 @@ func (v *Volume) Close() error {
 	if v.closed.Swap(true) {
 		return nil
 	}
-	v.inflight.Wait()
+	close(v.stop)
+	v.repl.mu.Lock()
+	epoch := v.repl.mu.epoch
+	v.repl.mu.Unlock()
+	v.dropLink(epoch, nil)
+	<-v.dialDone
+	_ = v.waitIdle(context.Background())
 	var errs []error
 	if v.j != nil {
-		close(v.stop)
 		<-v.done
 		if v.failed.Load() == nil {
 			if err := v.Checkpoint(); err != nil {

@@ -20,7 +20,7 @@ var testUUID = [16]byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1
 func testHello(node string, role Role) Hello {
 	return Hello{
 		VolumeName: "vol0", VolumeUUID: testUUID, VolumeSize: 1 << 30, NodeID: node,
-		Role: role, Mode: ModeSync, Generation: 0x1111, History: []uint64{0x0f0f, 0x0e0e},
+		Role: role, Mode: ModeSync, Generation: 0x1111, History: []GenEntry{{0x0f0f, 10}, {0x0e0e, 5}},
 		FirstSeq: 5, DurableSeq: 100, AppliedSeq: 90,
 	}
 }

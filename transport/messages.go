@@ -216,11 +216,12 @@ type Hello struct {
 	NodeID                 string
 	Role                   Role
 	Mode                   Mode
-	// Generation is the current data generation identifier (random,
-	// changes when a side starts writing without its peer); History
-	// holds earlier ones, newest first, at most MaxHistory.
+	// Generation is the current data generation identifier (random, new
+	// whenever a node becomes primary); History holds earlier ones with
+	// the last sequence number written under each, newest first, at most
+	// MaxHistory.
 	Generation uint64
-	History    []uint64
+	History    []GenEntry
 	// Journal positions: FirstSeq is the oldest record still retained
 	// (DurableSeq+1 when the journal is empty), DurableSeq the newest
 	// durable one, AppliedSeq the newest applied to the backend.
@@ -230,6 +231,13 @@ type Hello struct {
 	Features uint64
 	// Codecs the sender can decompress, in its order of preference.
 	Codecs []Codec
+}
+
+// GenEntry is one past data generation and the last journal sequence
+// number written under it.
+type GenEntry struct {
+	Gen    uint64
+	EndSeq uint64
 }
 
 // Type implements Frame.
@@ -291,7 +299,8 @@ func (h Hello) appendPayload(b []byte) []byte {
 	}
 	b = append(b, byte(len(h.History)))
 	for _, g := range h.History {
-		b = be.AppendUint64(b, g)
+		b = be.AppendUint64(b, g.Gen)
+		b = be.AppendUint64(b, g.EndSeq)
 	}
 	return b
 }
@@ -327,11 +336,11 @@ func DecodeHello(p []byte) (Hello, error) {
 		if n > MaxHistory {
 			return Hello{}, badFrame("hello: %d history entries > %d", n, MaxHistory)
 		}
-		if d.take(0); d.err == nil && len(d.b) < 8*n {
+		if d.take(0); d.err == nil && len(d.b) < 16*n {
 			return Hello{}, badFrame("hello: truncated history")
 		}
 		for range n {
-			h.History = append(h.History, d.u64())
+			h.History = append(h.History, GenEntry{Gen: d.u64(), EndSeq: d.u64()})
 		}
 	}
 	if d.err != nil {

@@ -146,7 +146,7 @@ func (o ConnOptions) normalize() (ConnOptions, error) {
 	h := o.Hello
 	h.MinVersion, h.MaxVersion = uint16(Version1), uint16(Version1)
 	h.Codecs = append([]Codec(nil), codecs...)
-	h.History = append([]uint64(nil), h.History...)
+	h.History = append([]GenEntry(nil), h.History...)
 	if err := h.validate(); err != nil {
 		return o, fmt.Errorf("%w: Hello: %w", ErrOptions, err)
 	}
