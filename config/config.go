@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -24,12 +25,53 @@ type Config struct {
 	Listen string `yaml:"listen,omitempty"`
 	// Socket is an optional unix socket path for NBD clients on the same host.
 	Socket string `yaml:"socket,omitempty"`
+	// AdminSocket is the unix socket the CLI's status, promote, demote,
+	// connect and disconnect talk to. Default "twinblock.sock" beside the
+	// config file.
+	AdminSocket string `yaml:"admin_socket,omitempty"`
+	// Node is this node's id (replication; it must match the name in the
+	// node's certificate).
+	Node string `yaml:"node,omitempty"`
+	// Replication, when set, replicates every file volume to the peer.
+	Replication *Replication `yaml:"replication,omitempty"`
 	// Volumes lists the exported volumes; the export name is the volume name.
 	Volumes []Volume `yaml:"volumes"`
+
+	// NoAdmin disables the admin socket (serve's flag form without --admin).
+	NoAdmin bool `yaml:"-"`
 
 	// dir is the directory of the file the config was read from; relative
 	// paths in the file are relative to it.
 	dir string
+}
+
+// Replication describes the link to the peer node in the other datacenter.
+type Replication struct {
+	// Listen is the peer-link address of this node.
+	Listen string `yaml:"listen"`
+	// Peer is the peer's node id; PeerAddress its peer-link address.
+	Peer        string `yaml:"peer"`
+	PeerAddress string `yaml:"peer_address"`
+	// TLS files (mutual TLS, on by default). `twinblock certs pair` makes them.
+	TLS TLS `yaml:"tls,omitempty"`
+	// InsecurePlaintext turns TLS off. Only for links that are already
+	// protected (a private fibre, an IPsec tunnel).
+	InsecurePlaintext bool `yaml:"insecure_plaintext,omitempty"`
+	// Mode: sync (default; the peer's journal holds the write durably
+	// before it is acknowledged), memory (the peer received it) or async
+	// (acknowledged locally; lag bounded by async_max_lag/async_max_age).
+	Mode string `yaml:"mode,omitempty"`
+	// Retain bounds the journal kept for a disconnected peer (default 1G).
+	Retain      Size   `yaml:"retain,omitempty"`
+	AsyncMaxLag Size   `yaml:"async_max_lag,omitempty"`
+	AsyncMaxAge string `yaml:"async_max_age,omitempty"`
+}
+
+// TLS names the PEM files of a node.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Volume is one exported volume.
@@ -136,6 +178,9 @@ func (c *Config) Validate() error {
 	if c.Listen == "none" && c.Socket == "" {
 		return fmt.Errorf("%w: listen: \"none\" needs socket to be set, or nothing is exported", ErrInvalid)
 	}
+	if err := c.validateReplication(); err != nil {
+		return err
+	}
 	seen := map[string]int{}
 	for i := range c.Volumes {
 		v := &c.Volumes[i]
@@ -155,6 +200,68 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Modes accepted in replication.mode.
+var Modes = []string{"sync", "memory", "async"}
+
+func (c *Config) validateReplication() error {
+	r := c.Replication
+	if r == nil {
+		return nil
+	}
+	if c.Node == "" {
+		return fmt.Errorf("%w: node: required with replication (this node's id)", ErrInvalid)
+	}
+	if err := ValidName(c.Node); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if r.Listen == "" {
+		return fmt.Errorf("%w: replication.listen: required (this node's peer-link address)", ErrInvalid)
+	}
+	if r.Peer == "" {
+		return fmt.Errorf("%w: replication.peer: required (the peer's node id)", ErrInvalid)
+	}
+	if r.Peer == c.Node {
+		return fmt.Errorf("%w: replication.peer: %q is this node", ErrInvalid, r.Peer)
+	}
+	if r.PeerAddress == "" {
+		return fmt.Errorf("%w: replication.peer_address: required", ErrInvalid)
+	}
+	if !r.InsecurePlaintext {
+		for f, v := range map[string]string{"ca": r.TLS.CA, "cert": r.TLS.Cert, "key": r.TLS.Key} {
+			if v == "" {
+				return fmt.Errorf("%w: replication.tls.%s: required (or set insecure_plaintext: true)", ErrInvalid, f)
+			}
+		}
+	}
+	switch r.Mode {
+	case "", "sync", "memory", "async":
+	default:
+		return fmt.Errorf("%w: replication.mode: %q (want sync, memory or async)", ErrInvalid, r.Mode)
+	}
+	if r.AsyncMaxAge != "" {
+		if d, err := time.ParseDuration(r.AsyncMaxAge); err != nil || d <= 0 {
+			return fmt.Errorf("%w: replication.async_max_age: %q is not a positive duration (e.g. 5s)", ErrInvalid, r.AsyncMaxAge)
+		}
+	}
+	return nil
+}
+
+// AdminSocketPath is where the daemon's admin socket lives.
+func (c *Config) AdminSocketPath() string {
+	if c.AdminSocket != "" {
+		return c.Resolve(c.AdminSocket)
+	}
+	return c.Resolve("twinblock.sock")
+}
+
+// StatePath is where a volume's state (uuid, role, generations) lives.
+func (c *Config) StatePath(v *Volume) string {
+	if d := c.JournalDir(v); d != "" {
+		return filepath.Join(d, "state.json")
+	}
+	return ""
 }
 
 func (v *Volume) validateJournal(field string) error {

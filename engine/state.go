@@ -81,6 +81,9 @@ func ParseUUID(s string) ([16]byte, error) {
 	return out, nil
 }
 
+// NewGeneration returns a new random, non-zero data generation.
+func NewGeneration() uint64 { return newGeneration() }
+
 func newGeneration() uint64 {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {

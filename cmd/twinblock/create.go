@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twinblock/twinblock/config"
+	"github.com/twinblock/twinblock/engine"
 	"github.com/twinblock/twinblock/engine/backend/file"
 )
 
@@ -21,6 +23,11 @@ func newCreateCmd() *cobra.Command {
 		path    string
 		size    config.Size
 		desc    string
+		uuid    string
+		role    string
+		repl    config.Replication
+		node    string
+		tlsDir  string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME --path FILE --size SIZE",
@@ -83,18 +90,50 @@ func newCreateCmd() *cobra.Command {
 				Description: desc,
 				Backend:     config.Backend{Type: "file", Path: pathForConfig(cfgPath, abs)},
 			})
-			if err := cfg.Validate(); err != nil {
+			if err := applyReplicationFlags(cmd, cfg, cfgPath, node, tlsDir, repl); err != nil {
 				return err
 			}
-			if err := cfg.WriteFile(cfgPath); err != nil {
+			cleanup := func() {
 				if created {
 					os.Remove(abs)
 				}
+			}
+			if err := cfg.Validate(); err != nil {
+				cleanup()
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created volume %s: %s, %s (%d bytes); added to %s\n",
-				name, abs, size, int64(size), cfgPath)
-			fmt.Fprintf(cmd.OutOrStdout(), "next: twinblock serve --config %s\n", cfgPath)
+			vc, _ := cfg.Volume(name)
+			st, err := initialState(uuid, role, uint64(size), cfg.Replication != nil)
+			if err != nil {
+				cleanup()
+				return err
+			}
+			if err := os.MkdirAll(cfg.JournalDir(vc), 0o755); err != nil {
+				cleanup()
+				return err
+			}
+			fs := &engine.FileState{Path: cfg.StatePath(vc)}
+			if _, err := fs.Load(); err == nil {
+				cleanup()
+				return fmt.Errorf("volume %s: %s already exists (a volume was created here before)", name, cfg.StatePath(vc))
+			}
+			if err := fs.Save(st); err != nil {
+				cleanup()
+				return err
+			}
+			if err := cfg.WriteFile(cfgPath); err != nil {
+				cleanup()
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "created volume %s: %s, %s (%d bytes); added to %s\n", name, abs, size, int64(size), cfgPath)
+			if cfg.Replication != nil {
+				fmt.Fprintf(out, "uuid %s, role %s\n", st.UUID, st.Role)
+				if st.Role == engine.RolePrimary {
+					fmt.Fprintf(out, "on the peer: twinblock create %s --size %s --uuid %s --role secondary ...\n", name, size, st.UUID)
+				}
+			}
+			fmt.Fprintf(out, "next: twinblock serve --config %s\n", cfgPath)
 			return nil
 		},
 	}
@@ -103,7 +142,99 @@ func newCreateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&path, "path", "", "backing file or block device")
 	cmd.Flags().Var(&size, "size", "volume size, e.g. 10G (file backend)")
 	cmd.Flags().StringVar(&desc, "description", "", "description shown to NBD clients")
+	cmd.Flags().StringVar(&uuid, "uuid", "", "volume uuid: give the primary's to create the peer's copy (default: a new one)")
+	cmd.Flags().StringVar(&role, "role", "", "initial role: primary or secondary (default: primary for a new uuid, secondary with --uuid)")
+	cmd.Flags().StringVar(&node, "node", "", "this node's id (sets the config's node)")
+	cmd.Flags().StringVar(&repl.Listen, "replication-listen", "", "this node's peer-link address (sets replication.listen)")
+	cmd.Flags().StringVar(&repl.Peer, "peer", "", "the peer's node id (sets replication.peer)")
+	cmd.Flags().StringVar(&repl.PeerAddress, "peer-address", "", "the peer's peer-link address")
+	cmd.Flags().StringVar(&repl.Mode, "mode", "", "replication mode: sync (default), memory, async")
+	cmd.Flags().StringVar(&tlsDir, "tls-dir", "", "directory with ca.pem, NODE.pem, NODE-key.pem (from `twinblock certs pair`)")
+	cmd.Flags().BoolVar(&repl.InsecurePlaintext, "insecure-plaintext", false, "replicate without TLS (only on a link that is protected otherwise)")
 	return cmd
+}
+
+// applyReplicationFlags fills the config's node and replication block from
+// create's flags (only what was given; an existing block is kept).
+func applyReplicationFlags(cmd *cobra.Command, cfg *config.Config, cfgPath, node, tlsDir string, r config.Replication) error {
+	set := func(n string) bool { return cmd.Flags().Changed(n) }
+	if !(set("node") || set("replication-listen") || set("peer") || set("peer-address") || set("mode") || set("tls-dir") || set("insecure-plaintext")) {
+		return nil
+	}
+	if node != "" {
+		cfg.Node = node
+	}
+	if cfg.Replication == nil {
+		cfg.Replication = &config.Replication{}
+	}
+	c := cfg.Replication
+	if r.Listen != "" {
+		c.Listen = r.Listen
+	}
+	if r.Peer != "" {
+		c.Peer = r.Peer
+	}
+	if r.PeerAddress != "" {
+		c.PeerAddress = r.PeerAddress
+	}
+	if r.Mode != "" {
+		c.Mode = r.Mode
+	}
+	if set("insecure-plaintext") {
+		c.InsecurePlaintext = r.InsecurePlaintext
+	}
+	if tlsDir != "" {
+		if cfg.Node == "" {
+			return errors.New("--tls-dir: needs --node (the certificate files are named after it)")
+		}
+		abs, err := filepath.Abs(tlsDir)
+		if err != nil {
+			return err
+		}
+		c.TLS = config.TLS{
+			CA:   pathForConfig(cfgPath, filepath.Join(abs, "ca.pem")),
+			Cert: pathForConfig(cfgPath, filepath.Join(abs, cfg.Node+".pem")),
+			Key:  pathForConfig(cfgPath, filepath.Join(abs, cfg.Node+"-key.pem")),
+		}
+	}
+	return nil
+}
+
+// initialState is the state of a new volume. The first node of a pair
+// makes the uuid and starts primary with a fresh generation that follows
+// the all-zero generation 0; the second node takes the uuid, starts
+// secondary at generation 0, and so catches up from the first record.
+func initialState(uuid, role string, size uint64, replicated bool) (engine.State, error) {
+	st := engine.State{Size: size, Disk: engine.DiskUpToDate}
+	if uuid == "" {
+		st.UUID = engine.NewUUID()
+		if role == "" {
+			role = "primary"
+		}
+	} else {
+		b, err := engine.ParseUUID(uuid)
+		if err != nil {
+			return st, fmt.Errorf("--uuid: %w", err)
+		}
+		st.UUID = hex.EncodeToString(b[:])
+		if role == "" {
+			role = "secondary"
+		}
+	}
+	switch role {
+	case "primary":
+		st.Role = engine.RolePrimary
+		st.Generation = engine.NewGeneration()
+		st.History = []engine.GenEntry{{Gen: 0, EndSeq: 0}}
+	case "secondary":
+		if !replicated {
+			return st, errors.New("--role secondary: needs replication settings (--node, --peer, ...)")
+		}
+		st.Role = engine.RoleSecondary
+	default:
+		return st, fmt.Errorf("--role: %q (want primary or secondary)", role)
+	}
+	return st, nil
 }
 
 // loadOrNewConfig reads path, or returns an empty config when it does not

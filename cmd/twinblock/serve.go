@@ -32,6 +32,7 @@ type serveFlags struct {
 	size     config.Size
 	readOnly bool
 	drain    time.Duration
+	admin    string
 }
 
 func newServeCmd() *cobra.Command {
@@ -71,6 +72,7 @@ the volumes and exits.`,
 	fl.Var(&f.size, "size", "flag form: size of a mem volume, e.g. 1G")
 	fl.BoolVar(&f.readOnly, "read-only", false, "flag form: export read-only")
 	fl.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
+	fl.StringVar(&f.admin, "admin", "", "admin socket for status/promote/demote (default: twinblock.sock beside the config file; none in flag form)")
 	return cmd
 }
 
@@ -86,6 +88,7 @@ func (f *serveFlags) config(cmd *cobra.Command) (*config.Config, error) {
 			Backend:  config.Backend{Type: f.bType, Path: f.path, Size: f.size},
 		}}}
 		cfg.SetDir(".")
+		cfg.NoAdmin = f.admin == ""
 	} else {
 		for _, fl := range []string{"backend", "path", "size", "read-only"} {
 			if cmd.Flags().Changed(fl) {
@@ -107,6 +110,9 @@ func (f *serveFlags) config(cmd *cobra.Command) (*config.Config, error) {
 	}
 	if f.socket != "" {
 		cfg.Socket = f.socket
+	}
+	if f.admin != "" {
+		cfg.AdminSocket = f.admin
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -139,7 +145,14 @@ func journalOptions(cfg *config.Config, vc *config.Volume, log *slog.Logger) jou
 }
 
 // openVolume opens backend and journal and replays the journal.
-func openVolume(cfg *config.Config, vc *config.Volume, log *slog.Logger) (*engine.Volume, error) {
+// volumeHooks are the daemon's parts a volume needs: its peer link setup
+// and what to do when its role changes.
+type volumeHooks struct {
+	peers        *peerLinks
+	onRoleChange func(engine.Role)
+}
+
+func openVolume(cfg *config.Config, vc *config.Volume, log *slog.Logger, hooks volumeHooks) (*engine.Volume, error) {
 	be, err := openBackend(cfg, vc)
 	if err != nil {
 		return nil, err
@@ -172,10 +185,18 @@ func openVolume(cfg *config.Config, vc *config.Volume, log *slog.Logger) (*engin
 			return nil, fmt.Errorf("volume %s: journal holds %d records not yet applied; serve it read-write once to replay them", vc.Name, st)
 		}
 	}
-	v, err := engine.OpenVolume(engine.VolumeOptions{
+	opts := engine.VolumeOptions{
 		Name: vc.Name, Backend: be, Journal: j, ReadOnly: vc.ReadOnly,
 		JournalMaxBytes: int64(vc.Journal.MaxSize), Logger: log,
-	})
+		NodeID: cfg.Node, OnRoleChange: hooks.onRoleChange,
+	}
+	if sp := cfg.StatePath(vc); sp != "" && j != nil {
+		opts.State = &engine.FileState{Path: sp}
+	}
+	if hooks.peers != nil && j != nil {
+		opts.Peer = hooks.peers.peerOptions(vc.Name)
+	}
+	v, err := engine.OpenVolume(opts)
 	if err != nil {
 		if j != nil {
 			j.Close()
@@ -197,16 +218,63 @@ func serve(ctx context.Context, cfg *config.Config, drain time.Duration) error {
 		}
 	}()
 	srv := nbd.NewServer(nbd.ServerOptions{Logger: log})
+	var peers *peerLinks
+	if cfg.Replication != nil {
+		var err error
+		if peers, err = newPeerLinks(cfg, log); err != nil {
+			return err
+		}
+		defer peers.close()
+	}
 	for i := range cfg.Volumes {
 		vc := &cfg.Volumes[i]
-		v, err := openVolume(cfg, vc, log)
+		export := &nbd.Export{Name: vc.Name, Description: vc.Description, ReadOnly: vc.ReadOnly}
+		// Only the primary exports a volume: a secondary's copy changes
+		// under any reader, and writing it would fork the data.
+		hooks := volumeHooks{peers: peers, onRoleChange: func(r engine.Role) {
+			if r == engine.RolePrimary {
+				if err := srv.AddExport(export); err != nil {
+					log.Error("exporting volume after promote", "volume", vc.Name, "err", err)
+				} else {
+					log.Info("exporting (primary)", "volume", vc.Name)
+				}
+				return
+			}
+			srv.RemoveExport(vc.Name)
+			log.Info("export withdrawn (secondary)", "volume", vc.Name)
+		}}
+		v, err := openVolume(cfg, vc, log, hooks)
 		if err != nil {
 			return err
 		}
 		vols = append(vols, v)
-		if err := srv.AddExport(&nbd.Export{Name: vc.Name, Description: vc.Description, Device: nbdDevice{v}, ReadOnly: vc.ReadOnly}); err != nil {
+		export.Device = nbdDevice{v}
+		if peers != nil {
+			peers.add(v)
+		}
+		if v.Role() == engine.RolePrimary {
+			if err := srv.AddExport(export); err != nil {
+				return err
+			}
+		} else {
+			log.Info("secondary: not exported until promoted", "volume", vc.Name)
+		}
+	}
+	if peers != nil {
+		if err := peers.listen(ctx); err != nil {
 			return err
 		}
+	}
+	adminVols := make([]adminVolume, len(vols))
+	for i, v := range vols {
+		adminVols[i] = v
+	}
+	if !cfg.NoAdmin {
+		adm, err := newAdminServer(cfg.AdminSocketPath(), adminVols, log)
+		if err != nil {
+			return err
+		}
+		defer adm.Close()
 	}
 
 	var listeners []net.Listener
@@ -232,6 +300,9 @@ func serve(ctx context.Context, cfg *config.Config, drain time.Duration) error {
 		go func(ln net.Listener) { errc <- srv.Serve(ln) }(ln)
 	}
 	for _, v := range vols {
+		if v.Role() != engine.RolePrimary {
+			continue
+		}
 		for _, ln := range listeners {
 			log.Info("exporting", "volume", v.Name(), "size", v.Size(), "read_only", v.ReadOnly(), "uri", exportURI(ln, v.Name()))
 		}
@@ -309,6 +380,8 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", nbd.ErrInvalid, err)
 	case errors.Is(err, engine.ErrClosed):
 		return fmt.Errorf("%w: %w", nbd.ErrShutdown, err)
+	case errors.Is(err, engine.ErrNotPrimary):
+		return fmt.Errorf("%w: %w", nbd.ErrPerm, err)
 	}
 	return err
 }
