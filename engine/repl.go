@@ -325,6 +325,9 @@ func (v *Volume) catchUp(link transport.Link, epoch uint64, from uint64) {
 			if v.repl.mu.epoch == epoch && v.repl.mu.link != nil {
 				v.repl.mu.live = true
 				v.repl.mu.state = ConnConnected
+				if v.repl.mu.peerDur >= last {
+					v.repl.mu.peerDisk = DiskUpToDate
+				}
 			}
 			v.repl.mu.Unlock()
 			v.admitMu.Unlock()
