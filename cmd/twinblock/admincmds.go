@@ -66,7 +66,6 @@ func (a *adminTarget) client(cmd *cobra.Command) (*adminClient, error) {
 	return newAdminClient(cfg.AdminSocketPath()), nil
 }
 
-
 func newStatusCmd() *cobra.Command {
 	var t adminTarget
 	var asJSON bool
