@@ -65,7 +65,7 @@
 // # Files
 //
 // Dir holds <16 hex digit segment id>.seg files, the checkpoint file
-// "checkpoint" and, after a repair, *.broken copies. docs/journal-format.md
+// "checkpoint" and, after a repair, *.broken copies. docs/formats.md
 // has the byte layout. A segment is preallocated (fallocate, then zeroes
 // written, fsync, directory fsync) by a background goroutine before it is
 // needed, or made from a trimmed segment file by renaming it (recycling;

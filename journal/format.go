@@ -7,7 +7,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// On-disk format, version 1. docs/journal-format.md has the byte diagrams;
+// On-disk format, version 1. docs/formats.md has the byte diagrams;
 // this file is the single implementation of them. All integers are little
 // endian.
 const (

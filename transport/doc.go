@@ -2,7 +2,7 @@
 // twinblock volume: framing, handshake, mutual TLS, compression,
 // heartbeats and reconnect. It knows nothing of the engine; the engine
 // sits on top of Conn (or the Link interface) and decides what to send.
-// The byte-level format is specified in docs/wire-format.md.
+// The byte-level format is specified in docs/formats.md.
 //
 // # Tutorial
 //

@@ -10,7 +10,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// Wire constants. See docs/wire-format.md for the byte diagram.
+// Wire constants. See docs/formats.md for the byte diagram.
 const (
 	// Magic opens every frame: "TWBP" (twinblock peer).
 	Magic uint32 = 0x54574250
