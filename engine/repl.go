@@ -694,7 +694,7 @@ func (v *Volume) applyRemote(rec transport.Record) error {
 	p, deps := v.ord.admit(seq, op.Offset, uint64(op.Length))
 	v.admitMu.Unlock()
 	v.inflightN.Add(1)
-	v.sinceCkpt.Add(int64(op.Length) + 512)
+	v.noteJournalBytes(op)
 	go func() {
 		defer v.inflightN.Add(-1)
 		wait(deps)

@@ -419,12 +419,7 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	v.sendLiveLocked(seq, op)
 	v.admitMu.Unlock()
 
-	if n := v.sinceCkpt.Add(int64(op.Length) + 512); n >= v.opts.CheckpointBytes {
-		select {
-		case v.ckptKick <- struct{}{}:
-		default:
-		}
-	}
+	v.noteJournalBytes(op)
 
 	wait(deps)
 	aerr := v.applyOp(op)
@@ -443,6 +438,17 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	}
 	v.waitPeer(seq)
 	return nil
+}
+
+// noteJournalBytes counts a record towards the next checkpoint and kicks
+// the checkpointer at the threshold.
+func (v *Volume) noteJournalBytes(op journal.Op) {
+	if n := v.sinceCkpt.Add(int64(op.Length) + 512); n >= v.opts.CheckpointBytes {
+		select {
+		case v.ckptKick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // waitJournalRoom blocks while the journal above the checkpoint is at its
