@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -40,6 +41,8 @@ type Config struct {
 	// NoAdmin disables the admin socket (serve's flag form without --admin).
 	NoAdmin bool `yaml:"-"`
 
+	// base is the config file's name (the admin socket is named after it).
+	base string
 	// dir is the directory of the file the config was read from; relative
 	// paths in the file are relative to it.
 	dir string
@@ -146,6 +149,7 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	c.dir = filepath.Dir(abs)
+	c.base = filepath.Base(abs)
 	return c, nil
 }
 
@@ -248,12 +252,30 @@ func (c *Config) validateReplication() error {
 	return nil
 }
 
-// AdminSocketPath is where the daemon's admin socket lives.
+// AdminSocketPath is where the daemon's admin socket lives: admin_socket,
+// or the config file's name with ".sock" for its extension, beside it
+// (twinblock.yaml -> twinblock.sock), so two nodes' configs in one
+// directory do not collide.
 func (c *Config) AdminSocketPath() string {
 	if c.AdminSocket != "" {
 		return c.Resolve(c.AdminSocket)
 	}
-	return c.Resolve("twinblock.sock")
+	name := "twinblock.sock"
+	if c.base != "" {
+		name = strings.TrimSuffix(c.base, filepath.Ext(c.base)) + ".sock"
+	}
+	return c.Resolve(name)
+}
+
+// SetFile records the config file's path (for a config made in memory
+// that will be written there).
+func (c *Config) SetFile(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	c.dir, c.base = filepath.Dir(abs), filepath.Base(abs)
+	return nil
 }
 
 // StatePath is where a volume's state (uuid, role, generations) lives.

@@ -139,3 +139,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Two nodes' configs in one directory get distinct admin sockets.
+func TestAdminSocketPath(t *testing.T) {
+	dir := t.TempDir()
+	for name, want := range map[string]string{"a.yaml": "a.sock", "twinblock.yaml": "twinblock.sock", "b.conf.yml": "b.conf.sock"} {
+		p := filepath.Join(dir, name)
+		c := &Config{Volumes: []Volume{{Name: "v", Backend: Backend{Type: "mem", Size: 1 << 20}}}}
+		if err := c.WriteFile(p); err != nil {
+			t.Fatal(err)
+		}
+		back, err := Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := back.AdminSocketPath(); got != filepath.Join(dir, want) {
+			t.Errorf("%s: admin socket %s, want %s", name, got, want)
+		}
+	}
+}

@@ -242,11 +242,9 @@ func initialState(uuid, role string, size uint64, replicated bool) (engine.State
 func loadOrNewConfig(path string) (*config.Config, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		c := &config.Config{Listen: config.DefaultListen}
-		abs, err := filepath.Abs(path)
-		if err != nil {
+		if err := c.SetFile(path); err != nil {
 			return nil, err
 		}
-		c.SetDir(filepath.Dir(abs))
 		return c, nil
 	}
 	return config.Load(path)
