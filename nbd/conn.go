@@ -44,6 +44,10 @@ type conn struct {
 	// also the request free list, so the hot path allocates no request.
 	free     chan *request
 	replies  chan *request // completed requests, in completion order
+	// wmu guards bw: the writer goroutine, or a worker replying directly.
+	wmu sync.Mutex
+	// active counts requests dispatched to workers and not yet answered.
+	active atomic.Int64
 	work     chan *request // unbuffered: hands a request to an idle worker
 	workers  int           // workers started; only readLoop touches it
 	inflight sync.WaitGroup
@@ -243,6 +247,7 @@ func (c *conn) readLoop() {
 			c.inflight.Done()
 			continue
 		}
+		c.active.Add(1)
 		select {
 		case c.work <- req: // an idle worker took it
 		default:
@@ -370,54 +375,75 @@ func (r *request) run() {
 		r.code = errorCode(err)
 		c.log.Debug("nbd: device error", "type", h.typ, "offset", h.offset, "length", h.length, "code", r.code, "err", err)
 	}
+	// Fast path: the only request in flight, and the writer idle. Writing
+	// the reply here saves a goroutine hand-off per request, which is most
+	// of a queue-depth-1 round trip. With other requests in flight the
+	// reply goes to the writer, so replies keep sharing syscalls.
+	if c.active.Add(-1) == 0 && len(c.replies) == 0 && c.wmu.TryLock() {
+		var hb [replyHeaderSize]byte
+		c.sendLocked(r, hb[:], true)
+		c.wmu.Unlock()
+		c.inflight.Done()
+		return
+	}
 	c.replies <- r
 	c.inflight.Done()
+}
+
+// sendLocked writes r's reply (flushing if asked), handles a write error,
+// and returns r's slot. The caller holds wmu.
+func (c *conn) sendLocked(r *request, hb []byte, flush bool) {
+	st := &c.s.stats
+	// Count before replying, so a client that saw the reply sees it
+	// counted.
+	st.requests.Add(1)
+	if r.code != CodeOK {
+		st.errors.Add(1)
+	} else if r.hdr.typ == CmdRead {
+		st.reads.Add(1)
+		st.bytesRead.Add(uint64(r.hdr.length))
+	} else if r.hdr.typ == CmdWrite {
+		st.writes.Add(1)
+	}
+	if !c.writeErr.Load() {
+		encodeSimpleReply(hb, r.code, r.hdr.handle)
+		_, err := c.bw.Write(hb)
+		if err == nil && r.code == CodeOK && r.hdr.typ == CmdRead {
+			_, err = c.bw.Write(*r.buf)
+		}
+		if err == nil && flush {
+			err = c.bw.Flush()
+		}
+		if err != nil {
+			// The client is gone: stop the reader too, keep draining
+			// so that every request slot and buffer comes back.
+			if !c.isKilled() {
+				c.log.Warn("nbd: writing reply failed, closing connection", "err", err)
+			}
+			c.writeErr.Store(true)
+			c.nc.Close()
+		}
+	}
+	putBuf(r.buf)
+	r.buf = nil
+	c.free <- r
 }
 
 // writeLoop sends replies in completion order. It flushes only when no
 // further reply is queued, so under load several replies share a syscall.
 func (c *conn) writeLoop(done chan<- struct{}) {
 	defer close(done)
-	st := &c.s.stats
 	var hb [replyHeaderSize]byte
 	for r := range c.replies {
-		// Count before replying, so a client that saw the reply sees it
-		// counted.
-		st.requests.Add(1)
-		if r.code != CodeOK {
-			st.errors.Add(1)
-		} else if r.hdr.typ == CmdRead {
-			st.reads.Add(1)
-			st.bytesRead.Add(uint64(r.hdr.length))
-		} else if r.hdr.typ == CmdWrite {
-			st.writes.Add(1)
+		c.wmu.Lock()
+		flush := false
+		if len(c.replies) == 0 {
+			// Give workers that are about to finish one chance to
+			// queue their replies, so that they share the write.
+			runtime.Gosched()
+			flush = len(c.replies) == 0
 		}
-		if !c.writeErr.Load() {
-			encodeSimpleReply(hb[:], r.code, r.hdr.handle)
-			_, err := c.bw.Write(hb[:])
-			if err == nil && r.code == CodeOK && r.hdr.typ == CmdRead {
-				_, err = c.bw.Write(*r.buf)
-			}
-			if err == nil && len(c.replies) == 0 {
-				// Give workers that are about to finish one chance to
-				// queue their replies, so that they share the write.
-				runtime.Gosched()
-				if len(c.replies) == 0 {
-					err = c.bw.Flush()
-				}
-			}
-			if err != nil {
-				// The client is gone: stop the reader too, keep draining
-				// so that every request slot and buffer comes back.
-				if !c.isKilled() {
-					c.log.Warn("nbd: writing reply failed, closing connection", "err", err)
-				}
-				c.writeErr.Store(true)
-				c.nc.Close()
-			}
-		}
-		putBuf(r.buf)
-		r.buf = nil
-		c.free <- r
+		c.sendLocked(r, hb[:], flush)
+		c.wmu.Unlock()
 	}
 }
