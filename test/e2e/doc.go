@@ -36,4 +36,12 @@
 //
 // TWINBLOCK_E2E_BIN=/path/to/twinblock tests that binary instead of
 // building one.
+//
+// Pair tests (pair_test.go) run two real daemons with mutual TLS on
+// loopback, optionally through the bench/proxy latency/cut proxy: clean stop
+// and promote, kill -9 of the primary at 20 random points (odd points also
+// drop the link first, like a whole site failing) with an acknowledged-write
+// oracle, link cut and blackhole with catch-up, overlapping writes from two
+// connections, refusals (other CA, uuid, size, garbage), and a role switch
+// by CLI. Images are compared byte for byte.
 package e2e
