@@ -366,3 +366,28 @@ func TestPairRefusesWrongVolume(t *testing.T) {
 		}
 	}
 }
+
+// A secondary that is not known to be up to date refuses a plain promote;
+// --force overrides. Once it has caught up with a primary it is UpToDate.
+func TestPromoteRequiresUpToDate(t *testing.T) {
+	p := newPair(t, transport.ModeSync)
+	p.waitConnected(p.a)
+	if st := p.b.v.Status(); st.Disk != DiskUpToDate {
+		t.Fatalf("connected secondary disk %s", st.Disk)
+	}
+	p.blocked.Store(true)
+	p.cut()
+	waitFor(t, "b sees the link down", func() bool { return p.b.v.Status().Conn != ConnConnected })
+	if err := p.b.v.updateState(func(s *State) { s.Disk = DiskOutdated }); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.b.v.Promote(false); !errors.Is(err, ErrNotUpToDate) {
+		t.Fatalf("promote of an outdated copy: %v", err)
+	}
+	if err := p.b.v.Promote(true); err != nil {
+		t.Fatalf("forced promote: %v", err)
+	}
+	if p.b.v.Role() != RolePrimary {
+		t.Fatal("not primary after forced promote")
+	}
+}

@@ -584,6 +584,8 @@ func (v *Volume) attachSecondary(link transport.Link) {
 		}
 		if state == ConnCatchingUp {
 			s.Disk = DiskOutdated
+		} else {
+			s.Disk = DiskUpToDate // holds everything the primary has
 		}
 	})
 	if err != nil {

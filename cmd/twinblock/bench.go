@@ -28,8 +28,15 @@ func newBenchCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	cmd.AddCommand(newBenchNBDCmd())
+	for _, add := range benchSubcommands {
+		cmd.AddCommand(add())
+	}
 	return cmd
 }
+
+// benchSubcommands lets other files of this package add `bench` subcommands
+// from their init functions.
+var benchSubcommands []func() *cobra.Command
 
 type benchNBDFlags struct {
 	runtime, ramp, startTimeout time.Duration

@@ -231,6 +231,9 @@ func initialState(uuid, role string, size uint64, replicated bool) (engine.State
 			return st, errors.New("--role secondary: needs replication settings (--node, --peer, ...)")
 		}
 		st.Role = engine.RoleSecondary
+		// Not UpToDate until it has heard from the primary: a secondary
+		// that never connected must not be promoted without --force.
+		st.Disk = engine.DiskOutdated
 	default:
 		return st, fmt.Errorf("--role: %q (want primary or secondary)", role)
 	}
