@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -33,6 +34,7 @@ type serveFlags struct {
 	readOnly bool
 	drain    time.Duration
 	admin    string
+	cpuProf  string
 }
 
 func newServeCmd() *cobra.Command {
@@ -59,6 +61,19 @@ the volumes and exits.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if f.cpuProf != "" {
+				pf, err := os.Create(f.cpuProf)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer func() {
+					pprof.StopCPUProfile()
+					pf.Close()
+				}()
+			}
 			return serve(ctx, cfg, f.drain)
 		},
 	}
@@ -72,6 +87,7 @@ the volumes and exits.`,
 	fl.Var(&f.size, "size", "flag form: size of a mem volume, e.g. 1G")
 	fl.BoolVar(&f.readOnly, "read-only", false, "flag form: export read-only")
 	fl.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
+	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile to this file until the daemon stops (performance testing)")
 	fl.StringVar(&f.admin, "admin", "", "admin socket for status/promote/demote (default: twinblock.sock beside the config file; none in flag form)")
 	return cmd
 }
