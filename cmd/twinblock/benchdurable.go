@@ -46,7 +46,7 @@ func (f *benchDurableFlags) register(cmd *cobra.Command, pinDefault bool, rows [
 	fl.StringVar(&f.taskset, "taskset", "taskset", "taskset binary (util-linux)")
 	fl.StringSliceVar(&f.rows, "rows", nil, "rows to run (default all): "+strings.Join(rows, ", "))
 	fl.BoolVar(&f.pin, "pin", pinDefault, "pin daemons and fio with taskset (primary and fio on CPU 0, secondary and proxy on CPU 1)")
-	fl.BoolVar(&f.keep, "keep", false, "keep the work directory (volumes, configs, logs) after the run")
+	fl.BoolVar(&f.keep, "keep", false, "keep the work directory (volumes, journals, configs, certificates) after the run")
 	fl.DurationVar(&f.startTimeout, "start-timeout", 30*time.Second, "how long a daemon may take to serve (and a pair to connect)")
 }
 
