@@ -32,7 +32,8 @@ type node struct {
 // pair wires two nodes over transport.Pipe links. While blocked, dials
 // fail (a partition); cut breaks the current link.
 type pair struct {
-	t       *testing.T
+	t       testing.TB
+	osDir   string // journals on the real disk under this dir ("" = MemFS)
 	a, b    *node
 	mode    transport.Mode
 	mu      sync.Mutex
@@ -40,10 +41,15 @@ type pair struct {
 	blocked atomic.Bool
 }
 
-func newPair(t *testing.T, mode transport.Mode) *pair {
+func newPair(t *testing.T, mode transport.Mode) *pair { return newPairTB(t, mode, "") }
+
+// newPairOS is newPair with journals on the real disk (benchmarks).
+func newPairOS(t testing.TB, mode transport.Mode) *pair { return newPairTB(t, mode, t.TempDir()) }
+
+func newPairTB(t testing.TB, mode transport.Mode, osDir string) *pair {
 	t.Helper()
 	uuid := NewUUID()
-	p := &pair{t: t, mode: mode}
+	p := &pair{t: t, mode: mode, osDir: osDir}
 	mk := func(id string, primary bool) *node {
 		n := &node{id: id, fs: vfs.NewMemFS(), be: mem.New(pairSize), state: &MemState{}}
 		st := State{UUID: uuid, Size: pairSize, Role: RoleSecondary, Disk: DiskUpToDate}
@@ -78,7 +84,11 @@ func (p *pair) other(n *node) *node {
 
 func (p *pair) open(n *node) {
 	p.t.Helper()
-	j, err := journal.Open(journal.Options{Dir: "/j", FS: n.fs, SegmentSize: 256 << 10, MaxPayload: 64 << 10})
+	jo := journal.Options{Dir: "/j", FS: n.fs, SegmentSize: 256 << 10, MaxPayload: 64 << 10}
+	if p.osDir != "" {
+		jo = journal.Options{Dir: p.osDir + "/" + n.id}
+	}
+	j, err := journal.Open(jo)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -142,7 +152,7 @@ func (p *pair) cut() {
 }
 
 // waitFor polls cond (bounded).
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -185,7 +195,7 @@ func (p *pair) assertIdentical(prim, sec *node) {
 }
 
 // overlapLoad writes random, overlapping ranges from several goroutines.
-func overlapLoad(t *testing.T, v *Volume, seed uint64, n int) {
+func overlapLoad(t testing.TB, v *Volume, seed uint64, n int) {
 	var wg sync.WaitGroup
 	for g := 0; g < 6; g++ {
 		wg.Add(1)
