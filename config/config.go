@@ -66,6 +66,9 @@ type Replication struct {
 	Mode string `yaml:"mode,omitempty"`
 	// Retain bounds the journal kept for a disconnected peer (default 1G).
 	Retain      Size   `yaml:"retain,omitempty"`
+	// Compression of the replication stream: s2 (default: cheap, skips
+	// what does not shrink), zstd (smaller, more CPU) or none.
+	Compression string `yaml:"compression,omitempty"`
 	AsyncMaxLag Size   `yaml:"async_max_lag,omitempty"`
 	AsyncMaxAge string `yaml:"async_max_age,omitempty"`
 }
@@ -85,6 +88,8 @@ type Volume struct {
 	Backend     Backend `yaml:"backend"`
 	// Journal configures the volume's write-ahead journal (file volumes).
 	Journal Journal `yaml:"journal,omitempty"`
+	// Mode overrides replication.mode for this volume (sync, memory, async).
+	Mode string `yaml:"mode,omitempty"`
 }
 
 // Journal settings. Every write to a file volume is made durable in the
@@ -202,6 +207,14 @@ func (c *Config) Validate() error {
 		if err := v.validateJournal(field + ".journal"); err != nil {
 			return err
 		}
+		switch v.Mode {
+		case "", "sync", "memory", "async":
+		default:
+			return fmt.Errorf("%w: %s.mode: %q (want sync, memory or async)", ErrInvalid, field, v.Mode)
+		}
+		if v.Mode != "" && c.Replication == nil {
+			return fmt.Errorf("%w: %s.mode: set, but there is no replication block", ErrInvalid, field)
+		}
 	}
 	return nil
 }
@@ -243,6 +256,11 @@ func (c *Config) validateReplication() error {
 	case "", "sync", "memory", "async":
 	default:
 		return fmt.Errorf("%w: replication.mode: %q (want sync, memory or async)", ErrInvalid, r.Mode)
+	}
+	switch r.Compression {
+	case "", "s2", "zstd", "none":
+	default:
+		return fmt.Errorf("%w: replication.compression: %q (want s2, zstd or none)", ErrInvalid, r.Compression)
 	}
 	if r.AsyncMaxAge != "" {
 		if d, err := time.ParseDuration(r.AsyncMaxAge); err != nil || d <= 0 {

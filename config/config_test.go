@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,5 +157,33 @@ func TestAdminSocketPath(t *testing.T) {
 		if got := back.AdminSocketPath(); got != filepath.Join(dir, want) {
 			t.Errorf("%s: admin socket %s, want %s", name, got, want)
 		}
+	}
+}
+
+func TestReplicationFields(t *testing.T) {
+	base := "node: a\nreplication: {listen: 127.0.0.1:1, peer: b, peer_address: 127.0.0.1:2, insecure_plaintext: true%s}\nvolumes: [{name: v, backend: {type: file, path: p}%s}]"
+	ok := [][2]string{{"", ""}, {", compression: zstd", ", mode: async"}, {", mode: memory, compression: none", ""}}
+	for _, c := range ok {
+		if _, err := Parse([]byte(fmt.Sprintf(base, c[0], c[1]))); err != nil {
+			t.Errorf("%v: %v", c, err)
+		}
+	}
+	bad := map[[2]string]string{
+		{", compression: lz4", ""}: "replication.compression",
+		{"", ", mode: fast"}:       "volumes[0].mode",
+		{", mode: turbo", ""}:      "replication.mode",
+		{", async_max_age: 5", ""}: "replication.async_max_age",
+	}
+	for c, want := range bad {
+		_, err := Parse([]byte(fmt.Sprintf(base, c[0], c[1])))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: err %v, want one naming %s", c, err, want)
+		}
+	}
+	if _, err := Parse([]byte("volumes: [{name: v, mode: sync, backend: {type: file, path: p}}]")); err == nil {
+		t.Error("volume mode without replication accepted")
+	}
+	if _, err := Parse([]byte("replication: {listen: x, peer: b, peer_address: y, insecure_plaintext: true}\nvolumes: [{name: v, backend: {type: mem, size: 1M}}]")); err == nil || !strings.Contains(err.Error(), "node") {
+		t.Errorf("replication without node: %v", err)
 	}
 }

@@ -56,18 +56,31 @@ func newPeerLinks(cfg *config.Config, log *slog.Logger) (*peerLinks, error) {
 }
 
 func (p *peerLinks) connOptions() transport.ConnOptions {
-	return transport.ConnOptions{
+	o := transport.ConnOptions{
 		PeerID:   p.rc.Peer,
 		TLS:      p.tls,
 		Insecure: p.rc.InsecurePlaintext,
 		Logger:   p.log,
 	}
+	switch p.rc.Compression {
+	case "none":
+		o.NoCompression = true
+	case "zstd":
+		o.Codecs = []transport.Codec{transport.CodecZstd, transport.CodecS2}
+	default:
+		o.Codecs = []transport.Codec{transport.CodecS2, transport.CodecZstd}
+	}
+	return o
 }
 
 // peerOptions are the engine's replication options for one volume.
-func (p *peerLinks) peerOptions(name string) *engine.PeerOptions {
+func (p *peerLinks) peerOptions(name, mode string) *engine.PeerOptions {
+	m := p.mode
+	if mode != "" {
+		m = parseMode(mode)
+	}
 	o := &engine.PeerOptions{
-		NodeID: p.rc.Peer, Address: p.rc.PeerAddress, Mode: p.mode,
+		NodeID: p.rc.Peer, Address: p.rc.PeerAddress, Mode: m,
 		RetainBytes: int64(p.rc.Retain), AsyncMaxLag: int64(p.rc.AsyncMaxLag),
 	}
 	if p.rc.AsyncMaxAge != "" {

@@ -210,7 +210,7 @@ func openVolume(cfg *config.Config, vc *config.Volume, log *slog.Logger, hooks v
 		opts.State = &engine.FileState{Path: sp}
 	}
 	if hooks.peers != nil && j != nil {
-		opts.Peer = hooks.peers.peerOptions(vc.Name)
+		opts.Peer = hooks.peers.peerOptions(vc.Name, vc.Mode)
 	}
 	v, err := engine.OpenVolume(opts)
 	if err != nil {
