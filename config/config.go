@@ -65,7 +65,7 @@ type Replication struct {
 	// (acknowledged locally; lag bounded by async_max_lag/async_max_age).
 	Mode string `yaml:"mode,omitempty"`
 	// Retain bounds the journal kept for a disconnected peer (default 1G).
-	Retain      Size   `yaml:"retain,omitempty"`
+	Retain Size `yaml:"retain,omitempty"`
 	// Compression of the replication stream: s2 (default: cheap, skips
 	// what does not shrink), zstd (smaller, more CPU) or none.
 	Compression string `yaml:"compression,omitempty"`

@@ -42,12 +42,12 @@ type conn struct {
 	// free holds the request slots: taking one is acquiring the in-flight
 	// semaphore, the writer puts it back once the reply is sent. It is
 	// also the request free list, so the hot path allocates no request.
-	free     chan *request
-	replies  chan *request // completed requests, in completion order
+	free    chan *request
+	replies chan *request // completed requests, in completion order
 	// wmu guards bw: the writer goroutine, or a worker replying directly.
 	wmu sync.Mutex
 	// active counts requests dispatched to workers and not yet answered.
-	active atomic.Int64
+	active   atomic.Int64
 	work     chan *request // unbuffered: hands a request to an idle worker
 	workers  int           // workers started; only readLoop touches it
 	inflight sync.WaitGroup
