@@ -38,6 +38,16 @@
 // launchers behind the Server interface; Report.Table, Report.Markdown
 // and Report.SVG.
 //
+// bench/durable (twinblock bench journal and pair) builds on the same
+// plumbing rather than repeating it: StartProcess and Process (a child in
+// its own process group with Pdeathsig, its output tail, Stop with
+// SIGTERM then SIGKILL), ChildProcAttr, RunFio (fio under a timeout, its
+// messages quoted on failure), FioPercentile, TailBuffer and OneLine,
+// ProbeNBD and FreeTCPAddr, MedianFunc and MedianOf, and the report
+// helpers FormatCount, FormatLatency, FormatBytes, WriteJSON, LoadAvg,
+// KernelRelease, CPUModel and ProcField. Their errors carry no sentinel;
+// each caller wraps them with its own.
+//
 // # Contract
 //
 //   - Nothing hangs: every fio process runs under a timeout derived from its

@@ -6,14 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 )
 
@@ -138,56 +134,19 @@ func (j FioJob) Run(ctx context.Context) (Result, error) {
 	if fio == "" {
 		fio = "fio"
 	}
-	dir := j.Dir
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	f, err := os.CreateTemp(dir, "fio-*.json")
+	data, err := RunFio(ctx, FioExec{
+		Argv:    func(out string) []string { return append([]string{fio}, j.Args(out)...) },
+		Timeout: j.timeout(),
+		Dir:     j.Dir,
+	})
 	if err != nil {
-		return Result{}, fmt.Errorf("%w: %w", ErrFioFailed, err)
-	}
-	out := f.Name()
-	f.Close()
-	defer os.Remove(out)
-
-	ctx, cancel := context.WithTimeout(ctx, j.timeout())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, fio, j.Args(out)...)
-	var stderr tailBuffer
-	cmd.Stdout = &stderr
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 5 * time.Second
-	// Own process group: a terminal Ctrl-C must not make fio stop early
-	// and report a short run as a good sample; the harness's context
-	// kills it instead. Pdeathsig: no fio outlives a killed harness.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	runErr := cmd.Run()
-	data, _ := os.ReadFile(out)
-	if runErr != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if pre := fioPreamble(data); pre != "" {
-			msg = strings.TrimSpace(msg + "\n" + pre)
-		}
-		if ctx.Err() != nil {
-			runErr = fmt.Errorf("%w (timeout %s)", ctx.Err(), j.timeout())
-		}
-		return Result{}, fmt.Errorf("%w: %s: %w: %s", ErrFioFailed, j.URI, runErr, oneLine(msg))
+		return Result{}, fmt.Errorf("%w: %s: %w", ErrFioFailed, j.URI, err)
 	}
 	r, err := ParseFio(data)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", j.URI, err)
 	}
 	return r, nil
-}
-
-// fioPreamble returns the text fio wrote before its JSON document (its
-// error messages land there when --output is a file).
-func fioPreamble(data []byte) string {
-	i := bytes.IndexByte(data, '{')
-	if i < 0 {
-		return string(data)
-	}
-	return string(data[:i])
 }
 
 // The subset of fio's JSON output (fio 3.x, --output-format=json) we read.
@@ -240,7 +199,7 @@ func ParseFio(data []byte) (Result, error) {
 		}
 		main := &j.Read
 		for _, d := range []*fioDir{&j.Read, &j.Write, &j.Trim} {
-			if d.TotalIOs < 0 || !finiteNonNeg(d.IOPS) || !finiteNonNeg(d.BWBytes) {
+			if d.TotalIOs < 0 || !FiniteNonNeg(d.IOPS) || !FiniteNonNeg(d.BWBytes) {
 				return Result{}, fmt.Errorf("%w: job %q: negative or non-finite counters", ErrFioOutput, j.Name)
 			}
 			r.IOPS += d.IOPS
@@ -270,63 +229,13 @@ func ParseFio(data []byte) (Result, error) {
 	return r, nil
 }
 
-func finiteNonNeg(f float64) bool { return f >= 0 && !math.IsInf(f, 0) && !math.IsNaN(f) }
-
-// percentile finds fio's entry for pct; fio writes keys as "99.000000".
+// percentile is FioPercentile for a completion latency, with ErrFioOutput.
 func percentile(m map[string]float64, pct float64) (time.Duration, error) {
-	for k, v := range m {
-		p, err := strconv.ParseFloat(k, 64)
-		if err != nil || p != pct {
-			continue
-		}
-		// A duration of more than ~290 years cannot be a completion latency.
-		if !finiteNonNeg(v) || v > math.MaxInt64/2 {
-			return 0, fmt.Errorf("%w: clat p%g = %g", ErrFioOutput, pct, v)
-		}
-		return time.Duration(v), nil
+	d, err := FioPercentile(m, pct)
+	if err != nil {
+		return 0, fmt.Errorf("%w: clat %w", ErrFioOutput, err)
 	}
-	return 0, fmt.Errorf("%w: no clat p%g (run fio with --percentile_list=50:99)", ErrFioOutput, pct)
-}
-
-// tailBuffer keeps the last 8 KiB written to it: enough of a child's stderr
-// to explain a failure, bounded however chatty the child is. It is safe for
-// concurrent use: exec's copying goroutine writes while a launcher that
-// gives up on a server reads.
-type tailBuffer struct {
-	mu struct {
-		sync.Mutex
-		buf []byte
-	}
-}
-
-const tailMax = 8 << 10
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.mu.buf = append(t.mu.buf, p...)
-	if len(t.mu.buf) > tailMax {
-		t.mu.buf = append(t.mu.buf[:0], t.mu.buf[len(t.mu.buf)-tailMax:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.mu.buf)
-}
-
-// oneLine shortens a multi-line message for an error string.
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 600 {
-		s = "…" + s[len(s)-600:]
-	}
-	if s == "" {
-		return "(no output)"
-	}
-	return s
+	return d, nil
 }
 
 // fioVersion asks fio for its version ("fio-3.33").
@@ -341,7 +250,7 @@ func toolVersion(ctx context.Context, bin string, args ...string) (string, error
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			err = fmt.Errorf("%w: %s", err, oneLine(string(ee.Stderr)))
+			err = fmt.Errorf("%w: %s", err, OneLine(string(ee.Stderr)))
 		}
 		return "", fmt.Errorf("%s %s: %w", filepath.Base(bin), strings.Join(args, " "), err)
 	}

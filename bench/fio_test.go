@@ -172,7 +172,7 @@ func FuzzParseFio(f *testing.F) {
 			}
 			return
 		}
-		if r.IOs <= 0 || !finiteNonNeg(r.IOPS) || r.MBps < 0 || math.IsNaN(r.MBps) || r.P50 < 0 || r.P99 < 0 {
+		if r.IOs <= 0 || !FiniteNonNeg(r.IOPS) || r.MBps < 0 || math.IsNaN(r.MBps) || r.P50 < 0 || r.P99 < 0 {
 			t.Fatalf("accepted nonsense: %+v", r)
 		}
 	})

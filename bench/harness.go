@@ -231,7 +231,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 					} else {
 						smp.Result = &res
 						fmt.Fprintf(o.Progress, "[%d/%d] round %d %s %s %s: %.0f IOPS %.1f MB/s p50 %s p99 %s\n",
-							n, total, round, wname, t, s.Name(), res.IOPS, res.MBps, fmtLatency(res.P50), fmtLatency(res.P99))
+							n, total, round, wname, t, s.Name(), res.IOPS, res.MBps, FormatLatency(res.P50), FormatLatency(res.P99))
 					}
 					c.Samples = append(c.Samples, smp)
 				}
@@ -250,7 +250,7 @@ func (r *Report) finish() *Report {
 	for _, c := range r.Cells {
 		c.computeMedian()
 	}
-	r.Machine.LoadEnd = loadAvg()
+	r.Machine.LoadEnd = LoadAvg()
 	return r
 }
 

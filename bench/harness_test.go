@@ -81,7 +81,7 @@ func TestTwinblockStartTimeout(t *testing.T) {
 	if !errors.Is(err, ErrServerStart) || !strings.Contains(err.Error(), "not accepting after") {
 		t.Fatalf("err = %v, want ErrServerStart after the timeout", err)
 	}
-	if !s.p.exited() {
+	if !s.p.Exited() {
 		t.Error("the process still runs after a failed start")
 	}
 	if err := s.Check(); !errors.Is(err, ErrServerExited) {
@@ -106,7 +106,7 @@ func TestProbeNBDRejectsNonNBD(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if err := probeNBD(t.Context(), "tcp", ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "not an NBD server") {
+	if err := ProbeNBD(t.Context(), "tcp", ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "not an NBD server") {
 		t.Fatalf("probe = %v", err)
 	}
 }

@@ -25,7 +25,7 @@ type NbdkitOptions struct {
 type NbdkitServer struct {
 	opts     NbdkitOptions
 	ep       endpoints
-	tcp, uds *process
+	tcp, uds *Process
 	cmdlines []string
 }
 
@@ -46,7 +46,7 @@ func (s *NbdkitServer) Name() string { return "nbdkit" }
 func (s *NbdkitServer) CommandLines() []string { return s.cmdlines }
 
 func (s *NbdkitServer) Start(ctx context.Context) error {
-	addr, err := freeTCPAddr()
+	addr, err := FreeTCPAddr()
 	if err != nil {
 		return fmt.Errorf("%w: nbdkit: %w", ErrServerStart, err)
 	}
@@ -84,11 +84,11 @@ func (s *NbdkitServer) Start(ctx context.Context) error {
 func (s *NbdkitServer) URI(t Transport) string { return s.ep.uri(t) }
 
 func (s *NbdkitServer) Check() error {
-	for _, p := range []*process{s.tcp, s.uds} {
+	for _, p := range []*Process{s.tcp, s.uds} {
 		if p == nil {
 			return fmt.Errorf("%w: nbdkit: not started", ErrServerExited)
 		}
-		if p.exited() {
+		if p.Exited() {
 			return p.exitError(ErrServerExited)
 		}
 	}

@@ -81,18 +81,7 @@ type Sample struct {
 }
 
 func (c *Cell) computeMedian() {
-	var rs []Result
-	for _, s := range c.Samples {
-		if s.Result != nil {
-			rs = append(rs, *s.Result)
-		}
-	}
-	c.OK = len(rs)
-	c.Median = nil
-	if len(rs) > 0 {
-		m := MedianResult(rs)
-		c.Median = &m
-	}
+	c.OK, c.Median = MedianOf(c.Samples, func(s Sample) *Result { return s.Result }, MedianResult)
 }
 
 // Row is one line of the comparison table.
@@ -172,7 +161,7 @@ func (r *Report) Table() string {
 			n = fmt.Sprintf(" (%d/%d ok)", c.OK, len(c.Samples))
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s%s | %s | %.1f | %s | %s | %s | %s |\n",
-			c.Workload, c.Transport, c.Server, n, fmtCount(m.IOPS), m.MBps, fmtLatency(m.P50), fmtLatency(m.P99), ratio, p50)
+			c.Workload, c.Transport, c.Server, n, FormatCount(m.IOPS), m.MBps, FormatLatency(m.P50), FormatLatency(m.P99), ratio, p50)
 	}
 	return b.String()
 }
@@ -278,11 +267,7 @@ func (r *Report) WriteFiles(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "nbd.json"), append(js, '\n'), 0o644); err != nil {
+	if err := WriteJSON(filepath.Join(dir, "nbd.json"), r); err != nil {
 		return err
 	}
 	svg := filepath.Join(dir, "nbd.svg")
@@ -298,13 +283,8 @@ func (r *Report) WriteFiles(dir string) error {
 }
 
 func machineInfo(ctx context.Context, o Options) Machine {
-	m := Machine{NProc: runtime.NumCPU(), Go: runtime.Version()}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	m.CPU = procField("/proc/cpuinfo", "model name")
-	m.LoadStart = loadAvg()
-	if kb := procField("/proc/meminfo", "MemTotal"); kb != "" {
+	m := Machine{NProc: runtime.NumCPU(), Go: runtime.Version(), Kernel: KernelRelease(), CPU: CPUModel(), LoadStart: LoadAvg()}
+	if kb := ProcField("/proc/meminfo", "MemTotal"); kb != "" {
 		var n int64
 		if _, err := fmt.Sscanf(kb, "%d kB", &n); err == nil {
 			m.MemTotalB = n << 10
@@ -326,8 +306,31 @@ func machineInfo(ctx context.Context, o Options) Machine {
 	return m
 }
 
-// loadAvg is the 1-minute load average, "" when unknown.
-func loadAvg() string {
+// WriteJSON writes v to path as indented JSON ending in a newline: the
+// form of every report's .json file.
+func WriteJSON(path string, v any) error {
+	js, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(js, '\n'), 0o644)
+}
+
+// KernelRelease is the running kernel's release ("6.1.0-18-amd64"), ""
+// when unknown.
+func KernelRelease() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// CPUModel is /proc/cpuinfo's first "model name", "" when unknown.
+func CPUModel() string { return ProcField("/proc/cpuinfo", "model name") }
+
+// LoadAvg is the 1-minute load average, "" when unknown.
+func LoadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return ""
@@ -339,8 +342,8 @@ func loadAvg() string {
 	return f[0]
 }
 
-// procField returns the value of the first "key: value" line of a /proc file.
-func procField(path, key string) string {
+// ProcField returns the value of the first "key: value" line of a /proc file.
+func ProcField(path, key string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
@@ -368,7 +371,9 @@ func goNBDVersion() string {
 	return "(unknown version)"
 }
 
-func fmtLatency(d time.Duration) string {
+// FormatLatency writes a latency for a table: "18 µs", "2.50 ms",
+// "20.0 ms", and "–" for none.
+func FormatLatency(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "–"
@@ -381,13 +386,13 @@ func fmtLatency(d time.Duration) string {
 	}
 }
 
-// fmtCount writes n rounded with thousands separators: 54,321.
-func fmtCount(f float64) string {
+// FormatCount writes f rounded with thousands separators: 54,321.
+func FormatCount(f float64) string {
 	n := int64(f + 0.5)
 	s := fmt.Sprint(n)
 	var out []byte
 	for i := range len(s) {
-		if i > 0 && (len(s)-i)%3 == 0 {
+		if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
 			out = append(out, ',')
 		}
 		out = append(out, s[i])
@@ -395,14 +400,23 @@ func fmtCount(f float64) string {
 	return string(out)
 }
 
-func fmtBytes(n int64) string {
+// FormatBytes writes a size in whole GiB or MiB when it is a multiple of
+// one, in bytes otherwise: "1 GiB", "64 MiB", "1052672 bytes".
+func FormatBytes(n int64) string {
 	switch {
 	case n >= 1<<30 && n%(1<<30) == 0:
 		return fmt.Sprintf("%d GiB", n>>30)
 	case n >= 1<<20 && n%(1<<20) == 0:
 		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// fmtBytes is FormatBytes, except that a size of a GiB or more that is
+// not a whole number of MiB (MemTotal) reads as "15.6 GiB".
+func fmtBytes(n int64) string {
+	if n >= 1<<30 && n%(1<<20) != 0 {
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	}
+	return FormatBytes(n)
 }

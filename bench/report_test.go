@@ -189,13 +189,13 @@ func TestWriteFiles(t *testing.T) {
 
 func TestFormatting(t *testing.T) {
 	for in, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 54321.6: "54,322", 1234567: "1,234,567"} {
-		if got := fmtCount(in); got != want {
-			t.Errorf("fmtCount(%v) = %q, want %q", in, got, want)
+		if got := FormatCount(in); got != want {
+			t.Errorf("FormatCount(%v) = %q, want %q", in, got, want)
 		}
 	}
 	for in, want := range map[time.Duration]string{0: "–", 18 * time.Microsecond: "18 µs", 2500 * time.Microsecond: "2.50 ms", 20 * time.Millisecond: "20.0 ms"} {
-		if got := fmtLatency(in); got != want {
-			t.Errorf("fmtLatency(%v) = %q, want %q", in, got, want)
+		if got := FormatLatency(in); got != want {
+			t.Errorf("FormatLatency(%v) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -7,9 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -68,10 +66,10 @@ func (e endpoints) uri(t Transport) string {
 	return ""
 }
 
-// freeTCPAddr asks the kernel for a free loopback port. Another process
+// FreeTCPAddr asks the kernel for a free loopback port. Another process
 // could take it before the server binds it; the server then fails to start
 // and the launcher reports that clearly, which is acceptable for a bench.
-func freeTCPAddr() (string, error) {
+func FreeTCPAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -87,9 +85,11 @@ const defaultStartTimeout = 30 * time.Second
 // nbdGreeting is what every newstyle NBD server sends first.
 const nbdGreeting = "NBDMAGIC"
 
-// probeNBD connects and reads the NBD greeting, so a port that merely
-// accepts (a stale listener, another service) does not pass for a server.
-func probeNBD(ctx context.Context, network, addr string) error {
+// ProbeNBD connects to addr over network ("tcp" or "unix") and reads the
+// NBD greeting, so a port that merely accepts (a stale listener, another
+// service) or a socket file left behind by an earlier server does not pass
+// for a server. It is bounded: 1 s to connect, 2 s to read.
+func ProbeNBD(ctx context.Context, network, addr string) error {
 	d := net.Dialer{Timeout: time.Second}
 	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
@@ -107,84 +107,46 @@ func probeNBD(ctx context.Context, network, addr string) error {
 	return nil
 }
 
-// process is one child server process with its stderr kept for errors.
-type process struct {
-	name   string
-	cmd    *exec.Cmd
-	stderr tailBuffer
-	done   chan struct{} // closed when the process has exited
-	err    error         // Wait's result; read only after done
-}
-
-// startProcess starts bin. The child gets SIGKILL if this process dies
-// (Pdeathsig), so an interrupted harness leaves no server behind. It runs
-// in its own process group so that a Ctrl-C at the terminal reaches only
-// the harness, which then stops its servers in order.
-func startProcess(name, bin string, args ...string) (*process, error) {
-	p := &process{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout = &p.stderr
-	p.cmd.Stderr = &p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
+// startProcess starts bin as a server under test (see StartProcess): a
+// terminal Ctrl-C reaches only the harness, which then stops its servers
+// in order, and an interrupted harness leaves no server behind.
+func startProcess(name, bin string, args ...string) (*Process, error) {
+	p, err := StartProcess(name, append([]string{bin}, args...))
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrServerStart, name, err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
 	return p, nil
 }
 
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // exitError describes how the process ended, with its last output.
-func (p *process) exitError(sentinel error) error {
-	return fmt.Errorf("%w: %s: %v; output: %s", sentinel, p.name, p.err, oneLine(p.stderr.String()))
+func (p *Process) exitError(sentinel error) error {
+	return fmt.Errorf("%w: %s: %v; output: %s", sentinel, p.Name, p.err, OneLine(p.Output.String()))
 }
 
 // stop asks the process to end with SIGTERM (twinblock drains, nbdkit
-// exits), and kills it if it has not after grace.
-func (p *process) stop(grace time.Duration) error {
-	if p == nil {
-		return nil
+// exits), and kills it if it has not after grace. Safe on nil.
+func (p *Process) stop(grace time.Duration) error {
+	if p.Stop(grace) {
+		return fmt.Errorf("%s: did not exit within %s of SIGTERM; killed", p.Name, grace)
 	}
-	if p.exited() {
-		return nil
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(grace):
-	}
-	p.cmd.Process.Kill()
-	<-p.done
-	return fmt.Errorf("%s: did not exit within %s of SIGTERM; killed", p.name, grace)
+	return nil
 }
 
 // waitReady polls until every (network, addr) pair answers the NBD
 // greeting, the process exits, timeout passes or ctx ends.
-func waitReady(ctx context.Context, p *process, timeout time.Duration, addrs [][2]string) error {
+func waitReady(ctx context.Context, p *Process, timeout time.Duration, addrs [][2]string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var last error
 	for {
-		if p != nil && p.exited() {
+		if p != nil && p.Exited() {
 			return p.exitError(ErrServerStart)
 		}
 		last = nil
 		for _, a := range addrs {
-			if err := probeNBD(ctx, a[0], a[1]); err != nil {
+			if err := ProbeNBD(ctx, a[0], a[1]); err != nil {
 				last = fmt.Errorf("%s %s: %w", a[0], a[1], err)
 				break
 			}
@@ -196,7 +158,7 @@ func waitReady(ctx context.Context, p *process, timeout time.Duration, addrs [][
 		case <-ctx.Done():
 			out := ""
 			if p != nil {
-				out = "; output: " + oneLine(p.stderr.String())
+				out = "; output: " + OneLine(p.Output.String())
 			}
 			why := "not accepting"
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -208,11 +170,11 @@ func waitReady(ctx context.Context, p *process, timeout time.Duration, addrs [][
 	}
 }
 
-func nameOf(p *process) string {
+func nameOf(p *Process) string {
 	if p == nil {
 		return "server"
 	}
-	return p.name
+	return p.Name
 }
 
 // quoteArgs renders a command line for error messages and the report.

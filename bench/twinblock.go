@@ -25,7 +25,7 @@ type TwinblockOptions struct {
 type TwinblockServer struct {
 	opts TwinblockOptions
 	ep   endpoints
-	p    *process
+	p    *Process
 	args []string
 }
 
@@ -54,7 +54,7 @@ func (s *TwinblockServer) Start(ctx context.Context) error {
 	if s.opts.Binary == "" {
 		return fmt.Errorf("%w: twinblock: no binary", ErrServerStart)
 	}
-	addr, err := freeTCPAddr()
+	addr, err := FreeTCPAddr()
 	if err != nil {
 		return fmt.Errorf("%w: twinblock: %w", ErrServerStart, err)
 	}
@@ -88,7 +88,7 @@ func (s *TwinblockServer) Check() error {
 	if s.p == nil {
 		return fmt.Errorf("%w: twinblock: not started", ErrServerExited)
 	}
-	if s.p.exited() {
+	if s.p.Exited() {
 		return s.p.exitError(ErrServerExited)
 	}
 	return nil

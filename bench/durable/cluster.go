@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/twinblock/twinblock/bench"
 )
 
 // Pinning says which CPUs each process runs on (taskset -c LIST). Empty
@@ -94,19 +96,19 @@ func (s *setup) create(ctx context.Context, certs string) error {
 	}
 	s.bCfg = filepath.Join(b, "twinblock.yaml")
 	s.bSock = filepath.Join(b, "nbd.sock")
-	aRepl, err := freeTCPAddr()
+	aRepl, err := bench.FreeTCPAddr()
 	if err != nil {
 		return err
 	}
-	if s.bRepl, err = freeTCPAddr(); err != nil {
+	if s.bRepl, err = bench.FreeTCPAddr(); err != nil {
 		return err
 	}
 	dial := s.bRepl
 	if s.wanLatency > 0 {
-		if s.proxyAddr, err = freeTCPAddr(); err != nil {
+		if s.proxyAddr, err = bench.FreeTCPAddr(); err != nil {
 			return err
 		}
-		if s.proxyCtl, err = freeTCPAddr(); err != nil {
+		if s.proxyCtl, err = bench.FreeTCPAddr(); err != nil {
 			return err
 		}
 		dial = s.proxyAddr
@@ -196,7 +198,7 @@ func (s *setup) start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := poll(ctx, s.name+" NBD socket", s.startTimeout, s.procs, func(ctx context.Context) error {
-		return probeNBD(ctx, s.aSock)
+		return bench.ProbeNBD(ctx, "unix", s.aSock)
 	}); err != nil {
 		return err
 	}
@@ -259,7 +261,7 @@ func (s *setup) proxyReady(ctx context.Context) error {
 // check reports a daemon that died while the setup was running.
 func (s *setup) check() error {
 	for _, p := range s.procs {
-		if p.exited() {
+		if p.Exited() {
 			return p.exitError()
 		}
 	}

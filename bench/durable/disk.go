@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/twinblock/twinblock/bench"
 )
 
 // DiskUse is what the block device under the work directory did during a
@@ -28,9 +30,9 @@ func (d *DiskUse) String() string {
 	if d == nil {
 		return ""
 	}
-	s := fmt.Sprintf("%s %.0f%% util, %s writes/s, %.1f MB/s", d.Device, 100*d.Util, fmtCount(d.WriteIOPS), d.WriteMBps)
+	s := fmt.Sprintf("%s %.0f%% util, %s writes/s, %.1f MB/s", d.Device, 100*d.Util, bench.FormatCount(d.WriteIOPS), d.WriteMBps)
 	if d.FlushesPS > 0 {
-		s += fmt.Sprintf(", %s flushes/s", fmtCount(d.FlushesPS))
+		s += fmt.Sprintf(", %s flushes/s", bench.FormatCount(d.FlushesPS))
 	}
 	return s
 }

@@ -5,12 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/twinblock/twinblock/bench"
@@ -45,48 +41,16 @@ func (c fioCmd) CommandLine() string {
 	return quoteArgs(a[:len(a)-1])
 }
 
-// run runs fio and returns its JSON output. fio runs in its own process
-// group (a terminal Ctrl-C reaches only the harness, which then kills it
-// through ctx rather than letting fio report a short run as a good sample)
-// and dies with the harness (Pdeathsig).
+// run runs fio (bench.RunFio: its own process group, killed through ctx
+// or the timeout rather than letting a terminal Ctrl-C make it report a
+// short run as a good sample, and dying with the harness) and returns its
+// JSON output.
 func (c fioCmd) run(ctx context.Context) ([]byte, error) {
-	f, err := os.CreateTemp(c.Dir, "fio-*.json")
+	data, err := bench.RunFio(ctx, bench.FioExec{Argv: c.argv, Timeout: c.Timeout, Dir: c.Dir})
 	if err != nil {
-		return nil, fmt.Errorf("%w: fio: %w", ErrCommand, err)
-	}
-	out := f.Name()
-	f.Close()
-	defer os.Remove(out)
-	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	argv := c.argv(out)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var tail tailBuffer
-	cmd.Stdout = &tail
-	cmd.Stderr = &tail
-	cmd.WaitDelay = 5 * time.Second
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	runErr := cmd.Run()
-	data, _ := os.ReadFile(out)
-	if runErr != nil {
-		// fio writes its own errors into the output file, before the
-		// JSON document (or instead of it).
-		msg := tail.String() + "\n" + string(fioPreamble(data))
-		if ctx.Err() != nil {
-			runErr = fmt.Errorf("%w (timeout %s)", ctx.Err(), c.Timeout)
-		}
-		return nil, fmt.Errorf("%w: %s: %w: %s", ErrCommand, c.CommandLine(), runErr, oneLine(msg))
+		return nil, fmt.Errorf("%w: %s: %w", ErrCommand, c.CommandLine(), err)
 	}
 	return data, nil
-}
-
-// fioPreamble is what fio wrote before its JSON document: all of data
-// when there is none.
-func fioPreamble(data []byte) []byte {
-	if i := bytes.IndexByte(data, '{'); i >= 0 {
-		return data[:i]
-	}
-	return data
 }
 
 // fioTimeout bounds a time-based fio run: connection setup, laying out a
@@ -187,7 +151,7 @@ func ParsePsync(data []byte) ([]PsyncResult, error) {
 		if j.Error != 0 {
 			return nil, fmt.Errorf("%w: job %q: error %d", ErrFioOutput, j.Name, j.Error)
 		}
-		if !finiteNonNeg(j.Write.IOPS) || j.Write.TotalIOs <= 0 {
+		if !bench.FiniteNonNeg(j.Write.IOPS) || j.Write.TotalIOs <= 0 {
 			return nil, fmt.Errorf("%w: job %q: no writes", ErrFioOutput, j.Name)
 		}
 		if j.Sync == nil || j.Sync.Lat.N <= 0 {
@@ -216,22 +180,13 @@ func ParsePsync(data []byte) ([]PsyncResult, error) {
 	return rs, nil
 }
 
-func finiteNonNeg(f float64) bool { return f >= 0 && !math.IsInf(f, 0) && !math.IsNaN(f) }
-
-// percentile finds fio's entry for pct; fio writes keys as "99.000000".
+// percentile is bench.FioPercentile with ErrFioOutput.
 func percentile(m map[string]float64, pct float64) (time.Duration, error) {
-	for k, v := range m {
-		p, err := strconv.ParseFloat(k, 64)
-		if err != nil || p != pct {
-			continue
-		}
-		// Bounded well below overflow: no real latency is centuries long.
-		if !finiteNonNeg(v) || v > math.MaxInt64/4 {
-			return 0, fmt.Errorf("%w: p%g = %g", ErrFioOutput, pct, v)
-		}
-		return time.Duration(v), nil
+	d, err := bench.FioPercentile(m, pct)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrFioOutput, err)
 	}
-	return 0, fmt.Errorf("%w: no p%g (run fio with --percentile_list=50:99)", ErrFioOutput, pct)
+	return d, nil
 }
 
 // streamsMeasure folds concurrent psync streams into one measure: the
@@ -266,16 +221,4 @@ func quoteArgs(args []string) string {
 		parts[i] = a
 	}
 	return strings.Join(parts, " ")
-}
-
-// oneLine shortens a multi-line message for an error string.
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 600 {
-		s = "…" + s[len(s)-600:]
-	}
-	if s == "" {
-		return "(no output)"
-	}
-	return s
 }

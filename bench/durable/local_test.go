@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twinblock/twinblock/bench"
 )
 
 func TestLoopbackRTT(t *testing.T) {
@@ -62,8 +64,8 @@ func TestProcessStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.stop(10 * time.Second); err != nil || !p.exited() {
-		t.Fatalf("stop: %v, exited %v", err, p.exited())
+	if err := p.stop(10 * time.Second); err != nil || !p.Exited() {
+		t.Fatalf("stop: %v, exited %v", err, p.Exited())
 	}
 	if err := p.stop(time.Second); err != nil {
 		t.Fatalf("second stop: %v", err)
@@ -74,15 +76,15 @@ func TestProcessStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := poll(t.Context(), "stubborn ready", 10*time.Second, nil, func(context.Context) error {
-		if stubborn.output.String() == "" {
+		if stubborn.Output.String() == "" {
 			return errors.New("no output yet")
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := stubborn.stop(200 * time.Millisecond); err == nil || !stubborn.exited() {
-		t.Fatalf("stop of a TERM-ignoring child: %v, exited %v", err, stubborn.exited())
+	if err := stubborn.stop(200 * time.Millisecond); err == nil || !stubborn.Exited() {
+		t.Fatalf("stop of a TERM-ignoring child: %v, exited %v", err, stubborn.Exited())
 	}
 	var nilProc *process
 	if err := nilProc.stop(time.Second); err != nil {
@@ -99,7 +101,7 @@ func TestPollReportsExit(t *testing.T) {
 	if !errors.Is(err, ErrStart) {
 		t.Fatalf("err %v, want ErrStart", err)
 	}
-	<-p.done
+	<-p.Done()
 	if err := p.exitError(); !errors.Is(err, ErrStart) || !strings.Contains(err.Error(), "bad config") {
 		t.Errorf("exit error lacks the child's output: %v", err)
 	}
@@ -123,7 +125,7 @@ func TestRunCommand(t *testing.T) {
 }
 
 func TestProbeNBDRejectsStaleSocket(t *testing.T) {
-	if err := probeNBD(t.Context(), filepath.Join(t.TempDir(), "none.sock")); err == nil {
+	if err := bench.ProbeNBD(t.Context(), "unix", filepath.Join(t.TempDir(), "none.sock")); err == nil {
 		t.Fatal("probe of a missing socket succeeded")
 	}
 }

@@ -1,9 +1,7 @@
 package durable
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,18 +29,11 @@ type Measure struct {
 // machine the median rate and the median p50 may come from different
 // samples, which is what a comparison of medians wants.
 func medianMeasure(ms []Measure) Measure {
-	pick := func(f func(Measure) float64) float64 {
-		xs := make([]float64, len(ms))
-		for i, m := range ms {
-			xs[i] = f(m)
-		}
-		return bench.Median(xs)
-	}
 	return Measure{
-		Rate:    pick(func(m Measure) float64 { return m.Rate }),
-		P50:     time.Duration(pick(func(m Measure) float64 { return float64(m.P50) })),
-		P99:     time.Duration(pick(func(m Measure) float64 { return float64(m.P99) })),
-		PerSync: pick(func(m Measure) float64 { return m.PerSync }),
+		Rate:    bench.MedianFunc(ms, func(m Measure) float64 { return m.Rate }),
+		P50:     time.Duration(bench.MedianFunc(ms, func(m Measure) float64 { return float64(m.P50) })),
+		P99:     time.Duration(bench.MedianFunc(ms, func(m Measure) float64 { return float64(m.P99) })),
+		PerSync: bench.MedianFunc(ms, func(m Measure) float64 { return m.PerSync }),
 	}
 }
 
@@ -78,18 +69,7 @@ type Row struct {
 }
 
 func (r *Row) computeMedian() {
-	var ms []Measure
-	for _, s := range r.Samples {
-		if s.Measure != nil {
-			ms = append(ms, *s.Measure)
-		}
-	}
-	r.OK = len(ms)
-	r.Median = nil
-	if len(ms) > 0 {
-		m := medianMeasure(ms)
-		r.Median = &m
-	}
+	r.OK, r.Median = bench.MedianOf(r.Samples, func(s Sample) *Measure { return s.Measure }, medianMeasure)
 }
 
 // Cmp is the direction of a target.
@@ -284,11 +264,11 @@ func (r *Report) RowTable() string {
 			continue
 		}
 		m := row.Median
-		rate := fmtCount(m.Rate) + " " + row.Unit
+		rate := bench.FormatCount(m.Rate) + " " + row.Unit
 		if m.PerSync > 0 {
 			rate += fmt.Sprintf(" (%.1f rec/sync)", m.PerSync)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d/%d |\n", row.Name, rate, fmtLatency(m.P50), fmtLatency(m.P99), row.OK, len(row.Samples))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d/%d |\n", row.Name, rate, bench.FormatLatency(m.P50), bench.FormatLatency(m.P99), row.OK, len(row.Samples))
 	}
 	return b.String()
 }
@@ -321,7 +301,7 @@ func (r *Report) Markdown() string {
 	if s.RampTime > 0 {
 		fmt.Fprintf(&b, " after `--ramp_time %s` (in-process rows: the same ramp and runtime)", s.RampTime)
 	}
-	fmt.Fprintf(&b, "; %d rounds, configurations interleaved within each round; the tables show per-column medians. Volumes of %s, written once in full before the first sample.\n", s.Repeat, fmtBytes(s.Size))
+	fmt.Fprintf(&b, "; %d rounds, configurations interleaved within each round; the tables show per-column medians. Volumes of %s, written once in full before the first sample.\n", s.Repeat, bench.FormatBytes(s.Size))
 	if s.Pinning != nil {
 		p := s.Pinning
 		fmt.Fprintf(&b, "- Pinning (taskset -c): primary/standalone daemon %s, fio %s, secondary and WAN proxy %s.\n", p.Primary, p.Client, p.Secondary)
@@ -379,9 +359,9 @@ func (r *Report) Markdown() string {
 				note += smp.Disk.String() + "; "
 			}
 			for _, st := range smp.Streams {
-				note += fmt.Sprintf("%s: write %s + fdatasync %s; ", st.Name, fmtLatency(st.WriteP50), fmtLatency(st.SyncP50))
+				note += fmt.Sprintf("%s: write %s + fdatasync %s; ", st.Name, bench.FormatLatency(st.WriteP50), bench.FormatLatency(st.SyncP50))
 			}
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s |\n", row.Key, smp.Round, fmtCount(sm.Rate), fmtLatency(sm.P50), fmtLatency(sm.P99), strings.TrimSuffix(note, "; "))
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s |\n", row.Key, smp.Round, bench.FormatCount(sm.Rate), bench.FormatLatency(sm.P50), bench.FormatLatency(sm.P99), strings.TrimSuffix(note, "; "))
 		}
 	}
 	fmt.Fprintf(&b, "\nEvery sample is also in `%s.json`.\n", r.Name)
@@ -403,11 +383,7 @@ func (r *Report) WriteFiles(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, r.Name+".json"), append(js, '\n'), 0o644); err != nil {
+	if err := bench.WriteJSON(filepath.Join(dir, r.Name+".json"), r); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, r.Name+".md"), []byte(r.Markdown()), 0o644)
@@ -415,11 +391,7 @@ func (r *Report) WriteFiles(dir string) error {
 
 // machineInfo gathers the facts the report states about the machine.
 func machineInfo(ctx context.Context, fio, dir string) Machine {
-	m := Machine{NProc: runtime.NumCPU(), Go: runtime.Version(), LoadStart: loadAvg()}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	m.CPU = procField("/proc/cpuinfo", "model name")
+	m := Machine{NProc: runtime.NumCPU(), Go: runtime.Version(), Kernel: bench.KernelRelease(), CPU: bench.CPUModel(), LoadStart: bench.LoadAvg()}
 	if out, err := runCommand(ctx, 10*time.Second, fio, "--version"); err == nil {
 		m.Fio = strings.TrimSpace(string(out))
 	} else {
@@ -433,76 +405,9 @@ func machineInfo(ctx context.Context, fio, dir string) Machine {
 	return m
 }
 
-// loadAvg is the 1-minute load average, "" when unknown.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return ""
-	}
-	return f[0]
-}
-
-// procField returns the value of the first "key: value" line of a /proc file.
-func procField(path, key string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
 func fmtValue(v float64, unit string) string {
 	if unit == "×" {
 		return fmt.Sprintf("%.2f×", v)
 	}
-	return fmtCount(v) + " " + unit
-}
-
-func fmtLatency(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "–"
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
-	case d < 10*time.Millisecond:
-		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
-	default:
-		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
-	}
-}
-
-// fmtCount writes f rounded with thousands separators: 54,321.
-func fmtCount(f float64) string {
-	n := int64(f + 0.5)
-	s := fmt.Sprint(n)
-	var out []byte
-	for i := range len(s) {
-		if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
-			out = append(out, ',')
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
-}
-
-func fmtBytes(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	}
-	return fmt.Sprintf("%d bytes", n)
+	return bench.FormatCount(v) + " " + unit
 }

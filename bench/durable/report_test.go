@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twinblock/twinblock/bench"
 )
 
 // reportWith builds a report whose rows have one sample each with the
@@ -237,13 +239,13 @@ func TestSelectRowsAndOptions(t *testing.T) {
 
 func TestFmt(t *testing.T) {
 	for in, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 5119.6: "5,120", 1234567: "1,234,567"} {
-		if got := fmtCount(in); got != want {
-			t.Errorf("fmtCount(%v) = %q, want %q", in, got, want)
+		if got := bench.FormatCount(in); got != want {
+			t.Errorf("bench.FormatCount(%v) = %q, want %q", in, got, want)
 		}
 	}
 	for in, want := range map[time.Duration]string{0: "–", 16 * time.Microsecond: "16 µs", 4060 * time.Microsecond: "4.06 ms", 41 * time.Millisecond: "41.0 ms"} {
-		if got := fmtLatency(in); got != want {
-			t.Errorf("fmtLatency(%v) = %q, want %q", in, got, want)
+		if got := bench.FormatLatency(in); got != want {
+			t.Errorf("bench.FormatLatency(%v) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -432,7 +432,7 @@ func (h *harness) run(ctx context.Context, targets func(*Report) []Target) (rep 
 			row.computeMedian()
 		}
 		h.rep.Targets = targets(h.rep)
-		h.rep.Machine.LoadEnd = loadAvg()
+		h.rep.Machine.LoadEnd = bench.LoadAvg()
 		rep = h.rep
 		if err == nil && ctx.Err() != nil {
 			err = ctx.Err()
@@ -504,7 +504,7 @@ func (h *harness) prepare(ctx context.Context) {
 			h.broken[name] = certErr
 			continue
 		}
-		h.progress("setup %s: create and fill %s", name, fmtBytes(h.o.Size))
+		h.progress("setup %s: create and fill %s", name, bench.FormatBytes(h.o.Size))
 		err := st.create(ctx, certs)
 		if err == nil {
 			err = st.start(ctx)
@@ -578,7 +578,7 @@ func (h *harness) record(key string, smp Sample) {
 		if smp.Disk != nil {
 			extra += "; " + smp.Disk.String()
 		}
-		h.progress("round %d %-16s %s %s, p50 %s, p99 %s%s", smp.Round, key, fmtCount(m.Rate), row.Unit, fmtLatency(m.P50), fmtLatency(m.P99), extra)
+		h.progress("round %d %-16s %s %s, p50 %s, p99 %s%s", smp.Round, key, bench.FormatCount(m.Rate), row.Unit, bench.FormatLatency(m.P50), bench.FormatLatency(m.P99), extra)
 	} else {
 		h.progress("round %d %-16s failed: %s", smp.Round, key, smp.Error)
 	}

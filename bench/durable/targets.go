@@ -3,6 +3,8 @@ package durable
 import (
 	"fmt"
 	"time"
+
+	"github.com/twinblock/twinblock/bench"
 )
 
 // ratio builds a target whose value is num/den; invalid when either is
@@ -59,13 +61,13 @@ func journalTargetsFromMedians(r *Report) []Target {
 	return []Target{
 		ratio("NBD QD32 IOPS / QD1 IOPS (group commit)", AtLeast, GroupCommitGoal,
 			rate(qd32), rate(qd1), qd1 != nil && qd32 != nil,
-			fmt.Sprintf("%s / %s IOPS", fmtCount(rate(qd32)), fmtCount(rate(qd1)))),
+			fmt.Sprintf("%s / %s IOPS", bench.FormatCount(rate(qd32)), bench.FormatCount(rate(qd1)))),
 		ratio("NBD QD1 p50 / plain write+fdatasync p50", AtMost, LatencyGoal,
 			float64(p50(qd1)), float64(p50(base)), qd1 != nil && base != nil,
-			fmt.Sprintf("%s / %s", fmtLatency(p50(qd1)), fmtLatency(p50(base)))),
+			fmt.Sprintf("%s / %s", bench.FormatLatency(p50(qd1)), bench.FormatLatency(p50(base)))),
 		ratio("journal appends/s: 32 appenders / 1 appender", AtLeast, GroupCommitGoal,
 			rate(j32), rate(j1), j1 != nil && j32 != nil,
-			fmt.Sprintf("%s / %s appends/s", fmtCount(rate(j32)), fmtCount(rate(j1)))),
+			fmt.Sprintf("%s / %s appends/s", bench.FormatCount(rate(j32)), bench.FormatCount(rate(j1)))),
 	}
 }
 
@@ -94,11 +96,11 @@ func pairTargets(r *Report, wanLatency time.Duration) []Target {
 	ts := []Target{
 		ratio("sync pair QD32 IOPS / standalone QD32 IOPS", AtLeast, PairIOPSGoal,
 			rate(p32), rate(sa32), p32 != nil && sa32 != nil,
-			fmt.Sprintf("%s / %s IOPS", fmtCount(rate(p32)), fmtCount(rate(sa32)))),
+			fmt.Sprintf("%s / %s IOPS", bench.FormatCount(rate(p32)), bench.FormatCount(rate(sa32)))),
 		ratio("sync pair QD1 p50 / floor", AtMost, LatencyGoal,
 			float64(p50(p1)), float64(floor), p1 != nil && s2 != nil && rtt != nil,
 			fmt.Sprintf("%s / (%s write+fdatasync with a 2nd stream + %s loopback RTT = %s)",
-				fmtLatency(p50(p1)), fmtLatency(p50(s2)), fmtLatency(p50(rtt)), fmtLatency(floor))),
+				bench.FormatLatency(p50(p1)), bench.FormatLatency(p50(s2)), bench.FormatLatency(p50(rtt)), bench.FormatLatency(floor))),
 	}
 	w := Target{
 		Name: fmt.Sprintf("sync pair across %s RTT, QD32 IOPS", 2*wanLatency), Cmp: AtLeast,
