@@ -9,7 +9,7 @@ DEMO_DIR ?= demo
 TEST_DEBS := qemu-utils libnbd-bin python3-libnbd fio nbdkit e2fsprogs fuse3 util-linux
 TEST_CMDS := qemu-io qemu-img qemu-nbd nbdinfo nbdcopy nbdfuse nbdsh fio nbdkit mkfs.ext4 e2fsck losetup
 
-.PHONY: all build demo test test-deps unit e2e fuzz bench-nbd vet clean
+.PHONY: all build demo test test-long test-deps fuzz bench-nbd bench-journal bench-pair vet clean
 
 all: build
 
@@ -41,6 +41,12 @@ vet:
 test: test-deps vet
 	$(GO) test -race -timeout 20m ./...
 
+# The crash tests with many more kill points (standalone and pair) and
+# journal crash seeds: minutes, not for every CI run.
+test-long: test-deps
+	TWINBLOCK_KILL_POINTS=40 TWINBLOCK_PAIR_KILL_POINTS=150 JOURNAL_CRASH_SEEDS=2000 \
+	  $(GO) test -race -count=1 -timeout 60m -run 'Kill|Crash' ./test/e2e/ ./journal/ ./engine/
+
 # Run every fuzz target for FUZZTIME each (default 30s).
 FUZZTIME ?= 30s
 fuzz:
@@ -53,6 +59,12 @@ fuzz:
 # fio against twinblock, nbdkit and go-nbd's stock server, TCP and unix socket.
 bench-nbd: build test-deps
 	$(BIN) bench nbd --out docs/bench
+
+# Journal/durability and replication benchmarks (docs/benchmarks.md).
+bench-journal: build test-deps
+	$(BIN) bench journal --out docs/bench
+bench-pair: build test-deps
+	$(BIN) bench pair --out docs/bench
 
 clean:
 	rm -rf bin
