@@ -51,26 +51,7 @@ func BenchmarkVolumeWrite4k(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer v.Close()
-			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			per := b.N/writers + 1
-			for w := 0; w < writers; w++ {
-				wg.Add(1)
-				go func(w int) {
-					defer wg.Done()
-					rng := rand.New(rand.NewPCG(uint64(w), 1))
-					buf := make([]byte, 4096)
-					for i := 0; i < per; i++ {
-						if err := v.WriteAt(buf, uint64(rng.IntN(size/4096))*4096, false); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}(w)
-			}
-			wg.Wait()
-			b.ReportMetric(float64(per*writers)/time.Since(start).Seconds(), "writes/s")
+			runWriters(b, v, writers, size)
 		})
 	}
 }
@@ -111,26 +92,32 @@ func BenchmarkPairWrite4k(b *testing.B) {
 			for p.a.v.Status().Conn != ConnConnected && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
-			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			per := b.N/writers + 1
-			for w := 0; w < writers; w++ {
-				wg.Add(1)
-				go func(w int) {
-					defer wg.Done()
-					rng := rand.New(rand.NewPCG(uint64(w), 1))
-					buf := make([]byte, 4096)
-					for i := 0; i < per; i++ {
-						if err := p.a.v.WriteAt(buf, uint64(rng.IntN(pairSize/4096))*4096, false); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}(w)
-			}
-			wg.Wait()
-			b.ReportMetric(float64(per*writers)/time.Since(start).Seconds(), "writes/s")
+			runWriters(b, p.a.v, writers, pairSize)
 		})
 	}
+}
+
+// runWriters has `writers` goroutines write 4 KiB at random offsets of a
+// volume of the given size, b.N writes in all, and reports writes/s.
+func runWriters(b *testing.B, v *Volume, writers int, size int) {
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	per := b.N/writers + 1
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			buf := make([]byte, 4096)
+			for i := 0; i < per; i++ {
+				if err := v.WriteAt(buf, uint64(rng.IntN(size/4096))*4096, false); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*writers)/time.Since(start).Seconds(), "writes/s")
 }
