@@ -108,25 +108,14 @@ func GenerateCAWith(name string, o Options) (*Cert, error) {
 	if name == "" {
 		return nil, fmt.Errorf("pki: empty CA name")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, tmpl, err := newTemplate(name, o, DefaultCAValidity)
 	if err != nil {
 		return nil, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return nil, err
-	}
-	nb, na := validity(o, DefaultCAValidity)
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"twinblock"}},
-		NotBefore:             nb,
-		NotAfter:              na,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true
+	tmpl.MaxPathLenZero = true
 	return sign(tmpl, tmpl, key, key)
 }
 
@@ -146,24 +135,13 @@ func GenerateNodeWith(ca *Cert, nodeID string, hosts []string, o Options) (*Cert
 	if nodeID == "" || strings.ContainsAny(nodeID, "/ \t\n") {
 		return nil, fmt.Errorf("pki: node id %q: want a non-empty name without '/' or spaces", nodeID)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, tmpl, err := newTemplate(nodeID, o, DefaultNodeValidity)
 	if err != nil {
 		return nil, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return nil, err
-	}
-	nb, na := validity(o, DefaultNodeValidity)
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"twinblock"}},
-		NotBefore:    nb,
-		NotAfter:     na,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{NodeURI(nodeID)},
-	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	tmpl.URIs = []*url.URL{NodeURI(nodeID)}
 	seen := map[string]bool{}
 	for _, h := range append([]string{"localhost", "127.0.0.1", "::1"}, hosts...) {
 		h = strings.TrimSpace(h)
@@ -178,6 +156,26 @@ func GenerateNodeWith(ca *Cert, nodeID string, hosts []string, o Options) (*Cert
 		}
 	}
 	return sign(tmpl, ca.Cert, key, ca.Key)
+}
+
+// newTemplate makes a P-256 key and the parts every twinblock certificate
+// shares: serial, subject and validity.
+func newTemplate(cn string, o Options, def time.Duration) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, nil, err
+	}
+	nb, na := validity(o, def)
+	return key, &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"twinblock"}},
+		NotBefore:    nb,
+		NotAfter:     na,
+	}, nil
 }
 
 func sign(tmpl, parent *x509.Certificate, key *ecdsa.PrivateKey, signer crypto.Signer) (*Cert, error) {
