@@ -818,3 +818,84 @@ func (j *Journal) Close() error {
 
 // isNotExist reports whether err says a file is missing.
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// Restart drops every record and makes firstSeq the sequence number of the
+// next one. It is for a replica whose records are all in its backend and
+// whose numbering must jump to another node's (a block resync target: the
+// records it lacks are not in any journal, the resync carries their data).
+// Every record must be checkpointed (CheckpointSeq == LastSeq) and the
+// caller must not append concurrently.
+//
+// Crash safety: the segments are removed first, then the checkpoint is
+// moved to firstSeq-1. A crash in between leaves an empty journal at the
+// old numbering, which is equally true (nothing above the checkpoint).
+func (j *Journal) Restart(firstSeq uint64) error {
+	if firstSeq == 0 || firstSeq > maxSeq {
+		return fmt.Errorf("%w: restart at seq %d", ErrInvalid, firstSeq)
+	}
+	j.trimMu.Lock()
+	defer j.trimMu.Unlock()
+	j.ckptMu.Lock()
+	defer j.ckptMu.Unlock()
+	j.mu.Lock()
+	if err := j.usableLocked(); err != nil {
+		j.mu.Unlock()
+		return err
+	}
+	last := j.mu.nextSeq - 1
+	if j.mu.syncing || len(j.mu.pending.buf) > 0 || j.mu.durable != last || j.mu.checkpoint != last {
+		j.mu.Unlock()
+		return fmt.Errorf("%w: restart with records not checkpointed (last %d, durable %d, checkpoint %d)",
+			ErrInvalid, last, j.mu.durable, j.mu.checkpoint)
+	}
+	if firstSeq == last+1 {
+		j.mu.Unlock()
+		return nil
+	}
+	drop := append(append([]*segment(nil), j.mu.segs...), j.mu.recycle...)
+	j.mu.segs, j.mu.recycle = nil, nil
+	j.mu.Unlock()
+
+	var errs []error
+	for _, s := range drop {
+		if err := s.f.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := j.fs.Remove(s.path); err != nil && !isNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return j.fail(fmt.Errorf("restart: removing segments: %w", errors.Join(errs...)))
+	}
+	if err := j.fs.SyncDir(j.opts.Dir); err != nil {
+		return j.fail(fmt.Errorf("sync dir %s: %w", j.opts.Dir, err))
+	}
+	if err := j.writeCheckpoint(firstSeq - 1); err != nil {
+		return j.fail(fmt.Errorf("restart: %w", err))
+	}
+	// The next record opens a new segment: the spare (wait for the
+	// preallocator rather than making one here, so segment ids keep
+	// increasing with sequence numbers).
+	j.mu.Lock()
+	for j.mu.spare == nil && j.mu.failed == nil && !j.mu.closing {
+		kick(j.kickPrep)
+		j.mu.cond.Wait()
+	}
+	if err := j.usableLocked(); err != nil {
+		j.mu.Unlock()
+		return err
+	}
+	seg := j.mu.spare
+	j.mu.spare = nil
+	j.mu.Unlock()
+	seg.firstSeq, seg.lastSeq, seg.end = 0, 0, 0
+	j.mu.Lock()
+	j.mu.segs = []*segment{seg}
+	j.mu.nextSeq, j.mu.durable, j.mu.checkpoint = firstSeq, firstSeq-1, firstSeq-1
+	j.mu.cond.Broadcast()
+	j.mu.Unlock()
+	kick(j.kickPrep)
+	j.log.Info("journal restarted", "dir", j.opts.Dir, "first_seq", firstSeq, "previous_last", last)
+	return nil
+}

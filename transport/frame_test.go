@@ -317,6 +317,7 @@ func TestDecodersRejectInconsistentPayloads(t *testing.T) {
 func TestHelloIgnoresTrailingExtension(t *testing.T) {
 	h := testHello("a", RolePrimary)
 	h.MinVersion, h.MaxVersion, h.Codecs = 1, 2, []Codec{CodecS2, Codec(9)}
+	h.Flags, h.SyncID = HelloInconsistent, 0xfeed
 	p := append(h.appendPayload(nil), "future fields"...)
 	got, err := DecodeHello(p)
 	if err != nil {
@@ -324,6 +325,18 @@ func TestHelloIgnoresTrailingExtension(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, h) {
 		t.Fatalf("got %#v want %#v", got, h)
+	}
+	// A Hello from a node that predates Flags and SyncID (it ends after
+	// History) decodes with both zero.
+	old := h.appendPayload(nil)
+	old = old[:len(old)-12]
+	got, err = DecodeHello(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Flags, h.SyncID = 0, 0
+	if !reflect.DeepEqual(got, h) {
+		t.Fatalf("old hello: got %#v want %#v", got, h)
 	}
 }
 

@@ -231,7 +231,23 @@ type Hello struct {
 	Features uint64
 	// Codecs the sender can decompress, in its order of preference.
 	Codecs []Codec
+	// Flags describe the sender's copy (HelloInconsistent). Appended after
+	// History on the wire: a decoder that predates them ignores them.
+	Flags HelloFlags
+	// SyncID names the block resync the sender's copy is part of (target:
+	// the resync it is receiving; 0 when none), so a reconnecting primary
+	// can resume it instead of starting over.
+	SyncID uint64
 }
+
+// HelloFlags is a bit set describing the sender's copy.
+type HelloFlags uint32
+
+// HelloInconsistent: the sender's data is not a usable image of any
+// generation (a resync target part-way through, a copy created over
+// existing data, or one whose admin chose to discard its data). Its
+// lineage must not be trusted: only a block resync brings it up to date.
+const HelloInconsistent HelloFlags = 1
 
 // GenEntry is one past data generation and the last journal sequence
 // number written under it.
@@ -302,7 +318,8 @@ func (h Hello) appendPayload(b []byte) []byte {
 		b = be.AppendUint64(b, g.Gen)
 		b = be.AppendUint64(b, g.EndSeq)
 	}
-	return b
+	b = be.AppendUint32(b, uint32(h.Flags))
+	return be.AppendUint64(b, h.SyncID)
 }
 
 // DecodeHello decodes a Hello payload. Unlike every other payload, bytes
@@ -342,6 +359,12 @@ func DecodeHello(p []byte) (Hello, error) {
 		for range n {
 			h.History = append(h.History, GenEntry{Gen: d.u64(), EndSeq: d.u64()})
 		}
+	}
+	// Flags and SyncID: present from twinblock's resync onwards; a Hello
+	// without them (an older node) means "no flags, no resync".
+	if d.err == nil && len(d.b) >= 12 {
+		h.Flags = HelloFlags(d.u32())
+		h.SyncID = d.u64()
 	}
 	if d.err != nil {
 		return Hello{}, d.err

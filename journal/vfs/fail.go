@@ -169,3 +169,11 @@ func (ff *failFile) Close() error {
 	}
 	return err
 }
+
+// SetFailAt makes operation n (counted from the FailFS's creation) the one
+// that fails; a negative n disarms it.
+func (f *FailFS) SetFailAt(n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mu.failAt = n
+}
