@@ -45,6 +45,10 @@ func newOrderer(appliedThrough uint64) *orderer {
 	return o
 }
 
+// admit registers a request with the next seq. Seq 0 registers a
+// barrier that is not a journal record (a resync read or write of a
+// range): it orders like any request but never moves the watermark.
+//
 // admit registers a request with the next seq. The caller must assign
 // seqs in increasing order and call admit in that same order (it holds the
 // lock that serialises seq assignment while calling). It returns the
@@ -110,4 +114,14 @@ func (o *orderer) inflightCount() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return len(o.mu.inflight)
+}
+
+// reset moves the watermark to appliedThrough after the journal was
+// renumbered (a resync target following its primary). No numbered request
+// may be in flight.
+func (o *orderer) reset(appliedThrough uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.mu.applied = appliedThrough
+	clear(o.mu.done)
 }

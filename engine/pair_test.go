@@ -39,6 +39,10 @@ type pair struct {
 	mu      sync.Mutex
 	links   []*transport.PipeLink
 	blocked atomic.Bool
+	// Settings read by open (change them before reopening a node).
+	retain int64         // PeerOptions.RetainBytes
+	resync ResyncOptions // MapPath is set per node under mapDir
+	mapDir string
 }
 
 func newPair(t *testing.T, mode transport.Mode) *pair { return newPairTB(t, mode, "") }
@@ -47,9 +51,15 @@ func newPair(t *testing.T, mode transport.Mode) *pair { return newPairTB(t, mode
 func newPairOS(t testing.TB, mode transport.Mode) *pair { return newPairTB(t, mode, t.TempDir()) }
 
 func newPairTB(t testing.TB, mode transport.Mode, osDir string) *pair {
+	return newPairPrep(t, mode, osDir, nil)
+}
+
+// newPairPrep is newPairTB with prep run on the pair before either node
+// opens (fill backends, change states or settings).
+func newPairPrep(t testing.TB, mode transport.Mode, osDir string, prep func(p *pair)) *pair {
 	t.Helper()
 	uuid := NewUUID()
-	p := &pair{t: t, mode: mode, osDir: osDir}
+	p := &pair{t: t, mode: mode, osDir: osDir, retain: 64 << 20, mapDir: t.TempDir()}
 	mk := func(id string, primary bool) *node {
 		n := &node{id: id, fs: vfs.NewMemFS(), be: mem.New(pairSize), state: &MemState{}}
 		st := State{UUID: uuid, Size: pairSize, Role: RoleSecondary, Disk: DiskUpToDate}
@@ -62,6 +72,9 @@ func newPairTB(t testing.TB, mode transport.Mode, osDir string) *pair {
 		return n
 	}
 	p.a, p.b = mk("a", true), mk("b", false)
+	if prep != nil {
+		prep(p)
+	}
 	p.open(p.a)
 	p.open(p.b)
 	t.Cleanup(func() {
@@ -93,10 +106,13 @@ func (p *pair) open(n *node) {
 		p.t.Fatal(err)
 	}
 	peer := p.other(n)
+	rs := p.resync
+	rs.MapPath = p.mapDir + "/" + n.id + ".map"
 	v, err := OpenVolume(VolumeOptions{
-		Name: "vol", Backend: noClose{n.be}, Journal: j, Logger: quiet, State: n.state, NodeID: n.id,
+		Resync: rs,
+		Name:   "vol", Backend: noClose{n.be}, Journal: j, Logger: quiet, State: n.state, NodeID: n.id,
 		CheckpointBytes: 256 << 10, CheckpointInterval: 5 * time.Millisecond, JournalMaxBytes: 2 << 20,
-		Peer: &PeerOptions{NodeID: peer.id, Mode: p.mode, AsyncMaxLag: 256 << 10, RetainBytes: 64 << 20,
+		Peer: &PeerOptions{NodeID: peer.id, Mode: p.mode, AsyncMaxLag: 256 << 10, RetainBytes: p.retain,
 			Dial: func(ctx context.Context) (transport.Link, error) { return p.dial(n) }},
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,11 +39,13 @@ type PeerOptions struct {
 
 const replRetain = "peer"
 
-// unackedRec is a record sent live and not acknowledged yet (async lag).
+// unackedRec is a record sent live and not acknowledged yet (async lag;
+// the ranges a dirty-region map must mark if the link drops).
 type unackedRec struct {
-	seq   uint64
-	bytes int64
-	at    time.Time
+	seq    uint64
+	off, n uint64
+	bytes  int64
+	at     time.Time
 }
 
 // replState is the peer-link side of a volume. Guarded by its mu; lock
@@ -104,6 +107,10 @@ func (v *Volume) Hello() transport.Hello {
 	}
 	if h.FirstSeq > h.DurableSeq+1 {
 		h.FirstSeq = h.DurableSeq + 1
+	}
+	if st.Disk == DiskInconsistent && st.Role == RoleSecondary {
+		h.Flags |= transport.HelloInconsistent
+		h.SyncID = st.SyncID
 	}
 	return h
 }
@@ -190,19 +197,19 @@ func (v *Volume) validatePeer(local, remote transport.Hello) error {
 	if local.Role == transport.RoleSecondary {
 		p, s = remote, local
 	}
-	if p.Role == local.Role && v.stateCopy().PeerNeedsResync {
-		return transport.Refusal(transport.ReasonPolicy, "needs resync: the journal stopped retaining records for the peer")
+	if s.Flags&transport.HelloInconsistent != 0 {
+		// The secondary's data is no generation's image: its lineage says
+		// nothing, and a block resync from the primary is the only way on.
+		return nil
 	}
 	act, _, why := decideSync(lineageOf(p), lineageOf(s))
 	switch act {
-	case syncInSync, syncCatchUp:
+	case syncInSync, syncCatchUp, syncNeedsResync:
 		return nil
 	case syncSplitBrain:
-		return transport.Refusal(transport.ReasonSplitBrain, "%s", why)
-	case syncPeerNewer:
-		return transport.Refusal(transport.ReasonRoleConflict, "%s", why)
+		return transport.Refusal(transport.ReasonSplitBrain, "%s (on the node whose writes are to be discarded: `twinblock resync` makes it a resync target)", why)
 	}
-	return transport.Refusal(transport.ReasonPolicy, "needs resync: %s", why)
+	return transport.Refusal(transport.ReasonRoleConflict, "%s", why)
 }
 
 // Attach takes an established, validated link to the peer and starts
@@ -242,6 +249,7 @@ func (v *Volume) dropLink(epoch uint64, err error) {
 		return
 	}
 	link := v.repl.mu.link
+	unacked := v.repl.mu.unacked
 	v.repl.mu.link = nil
 	v.repl.mu.live = false
 	v.repl.mu.unacked = nil
@@ -258,6 +266,7 @@ func (v *Volume) dropLink(epoch uint64, err error) {
 	v.repl.cond.Broadcast()
 	v.repl.mu.Unlock()
 	link.Close()
+	v.markUnacked(unacked)
 	v.repl.kick()
 	if err != nil && !v.closed.Load() {
 		v.log.Warn("peer link lost; running without the peer", "peer", v.peer.NodeID, "err", err)
@@ -268,6 +277,11 @@ func (v *Volume) dropLink(epoch uint64, err error) {
 
 func (v *Volume) attachPrimary(link transport.Link) {
 	remote := link.Remote()
+	act, _, _ := decideSync(lineageOf(v.Hello()), lineageOf(remote))
+	if remote.Flags&transport.HelloInconsistent != 0 || v.rs.tracking.Load() || act == syncNeedsResync {
+		v.attachResync(link, act)
+		return
+	}
 	v.repl.mu.Lock()
 	epoch := v.newLinkLocked(link, ConnCatchingUp)
 	v.repl.mu.peerRecv = remote.DurableSeq
@@ -288,7 +302,7 @@ func (v *Volume) catchUp(link transport.Link, epoch uint64, from uint64) {
 	r, err := v.j.NewReader(from)
 	if err != nil {
 		if errors.Is(err, journal.ErrTrimmed) {
-			v.markPeerNeedsResync(fmt.Errorf("catch-up from seq %d: %w", from, err))
+			v.markPeerNeedsResync(from-1, fmt.Errorf("catch-up from seq %d: %w", from, err))
 		}
 		v.dropLink(epoch, err)
 		return
@@ -313,7 +327,7 @@ func (v *Volume) catchUp(link transport.Link, epoch uint64, from uint64) {
 		}
 		if !errors.Is(err, io.EOF) {
 			if errors.Is(err, journal.ErrTrimmed) {
-				v.markPeerNeedsResync(err)
+				v.markPeerNeedsResync(next-1, err)
 			}
 			v.dropLink(epoch, fmt.Errorf("engine: catch-up: %w", err))
 			return
@@ -383,24 +397,24 @@ func opOf(r transport.Record) journal.Op {
 	return op
 }
 
-// sendLiveLocked sends a just-admitted record when the link is live. The
-// caller holds admitMu, so records go out in seq order.
-func (v *Volume) sendLiveLocked(seq uint64, op journal.Op) {
+// sendLiveLocked sends a just-admitted record when the link is live and
+// reports whether it did. The caller holds admitMu, so records go out in
+// seq order.
+func (v *Volume) sendLiveLocked(seq uint64, op journal.Op) bool {
 	v.repl.mu.Lock()
 	if !v.repl.mu.live {
 		v.repl.mu.Unlock()
-		return
+		return false
 	}
 	link, epoch := v.repl.mu.link, v.repl.mu.epoch
-	if v.peer.Mode == transport.ModeAsync {
-		n := int64(op.Length) + 64
-		v.repl.mu.unacked = append(v.repl.mu.unacked, unackedRec{seq: seq, bytes: n, at: time.Now()})
-		v.repl.mu.lagBytes += n
-	}
+	n := int64(op.Length) + 64
+	v.repl.mu.unacked = append(v.repl.mu.unacked, unackedRec{seq: seq, off: op.Offset, n: uint64(op.Length), bytes: n, at: time.Now()})
+	v.repl.mu.lagBytes += n
 	v.repl.mu.Unlock()
 	if err := link.Send(recordOf(seq, op)); err != nil {
 		go v.dropLink(epoch, err)
 	}
+	return true
 }
 
 // recvAcks reads the secondary's acknowledgements.
@@ -411,8 +425,24 @@ func (v *Volume) recvAcks(link transport.Link, epoch uint64) {
 			v.dropLink(epoch, err)
 			return
 		}
-		a, ok := f.(transport.Ack)
-		if !ok {
+		var a transport.Ack
+		switch m := f.(type) {
+		case transport.Ack:
+			a = m
+		case transport.HashList:
+			if !v.rs.deliver(m.ID, m) {
+				v.dropLink(epoch, fmt.Errorf("engine: hash list %d that nobody asked for", m.ID))
+				return
+			}
+			continue
+		case transport.Control:
+			var b idBody
+			if m.Kind != ctlResyncFlushed || json.Unmarshal(m.Body, &b) != nil || !v.rs.deliver(b.ID, m) {
+				v.dropLink(epoch, fmt.Errorf("engine: unexpected control %q from the secondary", m.Kind))
+				return
+			}
+			continue
+		default:
 			v.dropLink(epoch, fmt.Errorf("engine: unexpected %T from the secondary", f))
 			return
 		}
@@ -474,21 +504,10 @@ func (v *Volume) waitAsyncRoom() {
 	}
 }
 
-// markPeerNeedsResync gives up retaining the journal for the peer.
-func (v *Volume) markPeerNeedsResync(cause error) {
-	v.j.ClearRetain(replRetain)
-	err := v.updateState(func(s *State) { s.PeerNeedsResync = true })
-	v.repl.mu.Lock()
-	v.repl.mu.state = ConnNeedsResync
-	v.repl.mu.err = cause.Error()
-	v.repl.mu.Unlock()
-	v.log.Warn("peer needs a block resync: the journal no longer holds what it lacks", "peer", v.peer.NodeID, "cause", cause, "state_err", err)
-}
-
 // enforceRetention stops keeping the journal for a disconnected peer once
 // it holds more than RetainBytes above what the peer has.
 func (v *Volume) enforceRetention() {
-	if v.peer.NodeID == "" || !v.isPrimary() || v.stateCopy().PeerNeedsResync {
+	if v.peer.NodeID == "" || !v.isPrimary() || v.rs.tracking.Load() {
 		return
 	}
 	v.repl.mu.Lock()
@@ -498,7 +517,7 @@ func (v *Volume) enforceRetention() {
 		return
 	}
 	if n := v.j.BytesAbove(dur); n > v.peer.RetainBytes {
-		v.markPeerNeedsResync(fmt.Errorf("journal above the peer's seq %d is %d bytes, over the retention bound %d", dur, n, v.peer.RetainBytes))
+		v.markPeerNeedsResync(dur, fmt.Errorf("journal above the peer's seq %d is %d bytes, over the retention bound %d", dur, n, v.peer.RetainBytes))
 	}
 }
 
@@ -562,9 +581,19 @@ func (v *Volume) dialLoop() {
 func (v *Volume) attachSecondary(link transport.Link) {
 	remote := link.Remote()
 	local := v.j.DurableSeq()
-	state := ConnConnected
-	if remote.DurableSeq > local {
-		state = ConnCatchingUp
+	// What the primary will do: stream (in sync), replay its journal
+	// (catch-up), or resync blocks (it says so with resync-start first).
+	disk, state := DiskUpToDate, ConnConnected
+	hello := v.Hello()
+	act, _, _ := decideSync(lineageOf(remote), lineageOf(hello))
+	switch {
+	case hello.Flags&transport.HelloInconsistent != 0:
+		disk, state = DiskInconsistent, ConnSyncTarget
+	case act == syncInSync:
+	case act == syncCatchUp:
+		disk, state = DiskOutdated, ConnCatchingUp
+	default:
+		disk, state = DiskOutdated, ConnSyncTarget
 	}
 	v.repl.mu.Lock()
 	epoch := v.newLinkLocked(link, state)
@@ -582,11 +611,7 @@ func (v *Volume) attachSecondary(link transport.Link) {
 		for _, e := range remote.History {
 			s.History = append(s.History, GenEntry{Gen: e.Gen, EndSeq: e.EndSeq})
 		}
-		if state == ConnCatchingUp {
-			s.Disk = DiskOutdated
-		} else {
-			s.Disk = DiskUpToDate // holds everything the primary has
-		}
+		s.Disk = disk // UpToDate only when it holds everything the primary has
 	})
 	if err != nil {
 		v.log.Error("saving state", "err", err)
@@ -643,8 +668,29 @@ func (v *Volume) receive(link transport.Link, epoch uint64) {
 			v.dropLink(epoch, err)
 			return
 		}
-		rec, ok := f.(transport.Record)
-		if !ok {
+		var rec transport.Record
+		switch m := f.(type) {
+		case transport.Record:
+			rec = m
+		case transport.HashRequest:
+			if err := v.answerHashes(link, epoch, m); err != nil {
+				v.dropLink(epoch, err)
+				return
+			}
+			continue
+		case transport.ChunkData:
+			if err := v.applyChunk(m); err != nil {
+				v.dropLink(epoch, err)
+				return
+			}
+			continue
+		case transport.Control:
+			if err := v.handleControl(link, epoch, m); err != nil {
+				v.dropLink(epoch, err)
+				return
+			}
+			continue
+		default:
 			v.dropLink(epoch, fmt.Errorf("engine: unexpected %T from the primary", f))
 			return
 		}
@@ -772,10 +818,12 @@ func (v *Volume) Promote(force bool) error {
 		s.Role = RolePrimary
 		s.Disk = DiskUpToDate
 		s.PeerNeedsResync = false
+		s.SyncID = 0
 	})
 	if err != nil {
 		return err
 	}
+	v.rs.tracking.Store(false)
 	v.j.SetRetain(replRetain, v.j.Stats().FirstSeq-1)
 	v.role.Store(int32(0))
 	v.repl.mu.Lock()
@@ -830,9 +878,10 @@ func (v *Volume) Demote(ctx context.Context) error {
 	}
 	peerDur := v.repl.mu.peerDur
 	v.repl.mu.Unlock()
-	if err := v.updateState(func(s *State) { s.Role = RoleSecondary }); err != nil {
+	if err := v.updateState(func(s *State) { s.Role = RoleSecondary; s.PeerNeedsResync = false }); err != nil {
 		return err
 	}
+	v.rs.tracking.Store(false)
 	v.j.ClearRetain(replRetain)
 	v.repl.mu.Lock()
 	epoch := v.repl.mu.epoch
@@ -926,9 +975,27 @@ func (v *Volume) Status() Status {
 	if link != nil {
 		s.RTTMicros = link.RTT().Microseconds()
 	}
-	if st.PeerNeedsResync && s.Role == RolePrimary {
-		s.Conn = ConnNeedsResync
-		s.PeerDisk = DiskInconsistent
+	if v.rs.tracking.Load() && s.Role == RolePrimary {
+		s.ResyncPendingBytes = v.rs.dirty.dirtyBytes()
+		if link == nil {
+			s.Conn = ConnNeedsResync
+			s.PeerDisk = DiskInconsistent
+		}
+	}
+	if s.Role == RolePrimary {
+		if p, ok := v.Progress("resync"); ok {
+			s.Resync = &p
+		}
+		if p, ok := v.Progress("verify"); ok {
+			s.Verify = &p
+		}
+	} else {
+		v.rs.mu.Lock()
+		if t := v.rs.mu.target; t != nil {
+			p := *t
+			s.Resync = &p
+		}
+		v.rs.mu.Unlock()
 	}
 	if s.Role == RolePrimary && v.j != nil && s.LastSeq > s.PeerAckedSeq {
 		s.LagRecords = s.LastSeq - s.PeerAckedSeq

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync"
 )
 
@@ -26,9 +25,13 @@ type State struct {
 	// last seq written under each, newest first.
 	Generation uint64     `json:"generation"`
 	History    []GenEntry `json:"history,omitempty"`
-	// PeerNeedsResync (primary): the journal stopped retaining records for
-	// the peer (retention bound), so a journal catch-up is impossible.
+	// PeerNeedsResync (primary): the peer needs a block resync of the
+	// regions in the dirty-region map (the journal no longer holds what it
+	// lacks, or its copy is Inconsistent).
 	PeerNeedsResync bool `json:"peer_needs_resync,omitempty"`
+	// SyncID is, on a resync target, the resync it is receiving (so an
+	// interrupted one resumes); 0 otherwise.
+	SyncID uint64 `json:"sync_id,omitempty"`
 }
 
 // GenEntry is a past generation and the last seq written under it.
@@ -133,27 +136,8 @@ func (f *FileState) Save(s State) error {
 	if err != nil {
 		return err
 	}
-	tmp := f.Path + ".tmp"
-	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
+	if err := writeFileSync(f.Path, append(b, '\n')); err != nil {
 		return fmt.Errorf("engine: state: %w", err)
-	}
-	_, werr := fh.Write(append(b, '\n'))
-	serr := fh.Sync()
-	cerr := fh.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("engine: state: %w", err)
-	}
-	if err := os.Rename(tmp, f.Path); err != nil {
-		return fmt.Errorf("engine: state: %w", err)
-	}
-	d, err := os.Open(filepath.Dir(f.Path))
-	if err != nil {
-		return fmt.Errorf("engine: state: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("engine: state: sync dir: %w", err)
 	}
 	return nil
 }

@@ -38,6 +38,8 @@ const (
 	ConnConnecting  ConnState = "Connecting"  // trying to reach the peer
 	ConnCatchingUp  ConnState = "CatchingUp"  // connected, replaying the journal to the secondary
 	ConnConnected   ConnState = "Connected"   // connected, streaming live
+	ConnSyncSource  ConnState = "SyncSource"  // connected, streaming live and resyncing the peer's blocks
+	ConnSyncTarget  ConnState = "SyncTarget"  // connected, receiving live writes and a block resync
 	ConnNeedsResync ConnState = "NeedsResync" // the journal no longer holds what the peer lacks
 	ConnSplitBrain  ConnState = "SplitBrain"  // both sides wrote on their own; nothing synced
 	ConnRefused     ConnState = "Refused"     // the peer was refused (wrong volume, size, identity...)
@@ -76,6 +78,14 @@ type Status struct {
 	RTTMicros int64 `json:"rtt_us,omitempty"`
 	// Failed holds the error that failed the volume, if any.
 	Failed string `json:"failed,omitempty"`
+	// ResyncPendingBytes (primary): the size of the regions the peer still
+	// needs from a block resync.
+	ResyncPendingBytes uint64 `json:"resync_pending_bytes,omitempty"`
+	// Resync is the running (or last) block resync: on the primary its own
+	// pass, on the target the primary's latest report. Verify is the
+	// running or last online verify (primary).
+	Resync *Progress `json:"resync,omitempty"`
+	Verify *Progress `json:"verify,omitempty"`
 }
 
 // Errors of role changes, tested with errors.Is.

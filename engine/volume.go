@@ -57,6 +57,8 @@ type VolumeOptions struct {
 	NodeID string
 	// Peer configures replication; nil or empty NodeID: no peer.
 	Peer *PeerOptions
+	// Resync configures block resync and verify (replicated volumes).
+	Resync ResyncOptions
 	// OnRoleChange is called after the role changed (the daemon starts or
 	// stops exporting the volume). It must not call back into the volume's
 	// role methods.
@@ -89,6 +91,7 @@ type Volume struct {
 
 	peer PeerOptions
 	repl replState
+	rs   resyncState
 	// role: 0 primary, 1 secondary. Changed under admitMu (so admission
 	// sees a consistent role) and roleMu (one role change at a time).
 	role     atomic.Int32
@@ -167,6 +170,12 @@ func OpenVolume(opts VolumeOptions) (*Volume, error) {
 	if v.st.Role == RoleSecondary {
 		v.role.Store(1)
 	}
+	v.rs.init(opts.Resync)
+	if v.peer.NodeID != "" {
+		if err := v.openDirtyMap(); err != nil {
+			return nil, fmt.Errorf("engine: volume %s: %w", v.name, err)
+		}
+	}
 	applied := uint64(0)
 	if v.j != nil {
 		var err error
@@ -181,8 +190,12 @@ func OpenVolume(opts VolumeOptions) (*Volume, error) {
 		close(v.done)
 	}
 	if v.peer.NodeID != "" && v.isPrimary() && !v.st.PeerNeedsResync {
-		// Keep everything for the peer until it says what it holds.
-		v.j.SetRetain(replRetain, v.j.Stats().FirstSeq-1)
+		// Keep everything for the peer until it says what it holds: the
+		// journal never trims above what the peer acknowledged, so it held
+		// at least the record before the first one retained.
+		first := v.j.Stats().FirstSeq
+		v.j.SetRetain(replRetain, first-1)
+		v.repl.mu.peerDur, v.repl.mu.peerRecv = first-1, first-1
 	}
 	if v.peer.NodeID != "" && v.peer.Dial != nil {
 		go v.dialLoop()
@@ -266,6 +279,10 @@ func (v *Volume) recover() (uint64, error) {
 	err := v.j.Replay(from, func(seq uint64, op journal.Op) error {
 		n++
 		bytes += int64(op.Length)
+		if v.rs.tracking.Load() {
+			// Whether it reached the peer is unknown: compare it.
+			v.rs.dirty.mark(op.Offset, uint64(op.Length))
+		}
 		if err := v.applyOp(op); err != nil {
 			return fmt.Errorf("engine: volume %s: replay seq %d: %w", v.name, seq, err)
 		}
@@ -406,6 +423,13 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	v.waitAsyncRoom()
 
 	v.admitMu.Lock()
+	// A range being compared by a resync or verify holds writes off until
+	// its data is on the link (see resync.go).
+	for l := v.rs.overlapLocked(op.Offset, uint64(op.Length)); l != nil; l = v.rs.overlapLocked(op.Offset, uint64(op.Length)) {
+		v.admitMu.Unlock()
+		<-l.released
+		v.admitMu.Lock()
+	}
 	if !v.isPrimary() {
 		v.admitMu.Unlock()
 		return ErrNotPrimary
@@ -416,7 +440,7 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 		return v.fail(err)
 	}
 	p, deps := v.ord.admit(seq, op.Offset, uint64(op.Length))
-	v.sendLiveLocked(seq, op)
+	v.recordMarksLocked(op, v.sendLiveLocked(seq, op))
 	v.admitMu.Unlock()
 
 	v.noteJournalBytes(op)
@@ -532,6 +556,13 @@ func (v *Volume) Checkpoint() error {
 	seen := v.sinceCkpt.Load()
 	if err := v.be.Flush(); err != nil {
 		return v.fail(fmt.Errorf("backend flush for checkpoint: %w", err))
+	}
+	if v.rs.tracking.Load() {
+		// Marks go to disk before the records they stand for can be
+		// trimmed (they were made at admission, before `applied` was read).
+		if err := v.rs.dirty.save(); err != nil {
+			return v.fail(err)
+		}
 	}
 	if err := v.j.Checkpoint(applied); err != nil {
 		if errors.Is(err, journal.ErrFailed) {

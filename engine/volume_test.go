@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +17,13 @@ import (
 	"github.com/twinblock/twinblock/journal/vfs"
 )
 
-var quiet = slog.New(slog.DiscardHandler)
+// quiet discards engine logs; TWINBLOCK_TEST_LOG=1 shows them.
+var quiet = func() *slog.Logger {
+	if os.Getenv("TWINBLOCK_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}()
 
 func openMemJournalVolume(t *testing.T, fs vfs.FS, be backend.Backend) (*Volume, error) {
 	t.Helper()

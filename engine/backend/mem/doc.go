@@ -2,11 +2,11 @@
 // benchmarks.
 //
 //	b := mem.New(10 << 30) // a "10 GiB" volume that uses no memory yet
-//	b.WriteAt(p, off)      // allocates the 64 KiB chunks it touches
+//	b.WriteAt(p, off)      // allocates the 1 MiB chunks it touches
 //	b.Allocated()          // bytes actually held
 //
-// Storage is a two-level table of fixed ChunkSize (64 KiB) chunks: a top
-// level of segments (4096 chunk pointers each, 256 MiB of volume) and, in
+// Storage is a two-level table of fixed ChunkSize (1 MiB) chunks: a top
+// level of segments (1024 chunk pointers each, 1 GiB of volume) and, in
 // each segment, atomic chunk pointers. A chunk is allocated on its first
 // write; never-written chunks read as zeroes; Discard and
 // WriteZeroes(keep=false) free the chunks they cover entirely and zero the
