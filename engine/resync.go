@@ -96,6 +96,8 @@ type Range struct {
 
 // Progress describes a running or finished resync or verify.
 type Progress struct {
+	// ID numbers the passes a daemon ran (a new pass has a higher ID).
+	ID         uint64  `json:"id"`
 	Kind       string  `json:"kind"` // "resync" or "verify"
 	Full       bool    `json:"full,omitempty"`
 	Repair     bool    `json:"repair,omitempty"`
@@ -116,6 +118,7 @@ type Progress struct {
 
 // scanJob is one resync or verify pass.
 type scanJob struct {
+	id      uint64
 	kind    string
 	full    bool
 	repair  bool // verify: send the differing data
@@ -137,7 +140,7 @@ func (j *scanJob) progress() Progress {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	p := Progress{
-		Kind: j.kind, Full: j.full, Repair: j.repair, Running: !j.finished,
+		ID: j.id, Kind: j.kind, Full: j.full, Repair: j.repair, Running: !j.finished,
 		TotalBytes: j.total, DoneBytes: min(j.done.Load(), j.total), SentBytes: j.sent.Load(),
 		StartedAt: j.started.UTC().Format(time.RFC3339),
 	}
@@ -222,7 +225,8 @@ type resyncState struct {
 
 	mu struct {
 		sync.Mutex
-		nextID  uint64
+		nextID  uint64 // request ids on the link
+		jobs    uint64 // passes started
 		waiters map[uint64]chan transport.Frame
 		job     *scanJob // current or last resync/verify (primary)
 		last    map[string]*scanJob
@@ -483,6 +487,7 @@ func (v *Volume) attachResync(link transport.Link, act syncAction) {
 		link.Close()
 		return
 	}
+	full = full || v.rs.dirty.dirtyBytes() == v.size // e.g. an admin's full resync
 	syncID, _ = v.rs.dirty.session()
 	total := v.rs.dirty.dirtyBytes()
 
@@ -518,7 +523,8 @@ func (v *Volume) startJob(kind string, epoch uint64, full, repair bool, total ui
 			return nil, fmt.Errorf("%w: a %s is running", ErrBusy, j.kind)
 		}
 	}
-	j := &scanJob{kind: kind, full: full, repair: repair, epoch: epoch, total: total, started: time.Now(), fin: make(chan struct{})}
+	v.rs.mu.jobs++
+	j := &scanJob{id: v.rs.mu.jobs, kind: kind, full: full, repair: repair, epoch: epoch, total: total, started: time.Now(), fin: make(chan struct{})}
 	v.rs.mu.job = j
 	v.rs.mu.last[kind] = j
 	return j, nil
@@ -1048,7 +1054,7 @@ func (v *Volume) beginTarget(epoch uint64, b resyncStart) error {
 	}
 	v.repl.mu.Unlock()
 	v.rs.mu.Lock()
-	v.rs.mu.target = &Progress{Kind: "resync", Full: b.Full, Running: true, TotalBytes: b.Bytes, StartedAt: time.Now().UTC().Format(time.RFC3339)}
+	v.rs.mu.target = &Progress{ID: b.SyncID, Kind: "resync", Full: b.Full, Running: true, TotalBytes: b.Bytes, StartedAt: time.Now().UTC().Format(time.RFC3339)}
 	v.rs.mu.Unlock()
 	if last := v.j.Stats().LastSeq; b.NextSeq != last+1 {
 		// Every local record into the backend, then follow the primary's
