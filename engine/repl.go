@@ -974,6 +974,10 @@ func (v *Volume) Status() Status {
 	v.repl.mu.Unlock()
 	if link != nil {
 		s.RTTMicros = link.RTT().Microseconds()
+		if ls, ok := link.(interface{ Stats() transport.Stats }); ok {
+			st := ls.Stats()
+			s.LinkBytesSent, s.LinkBytesReceived = st.BytesSent, st.BytesReceived
+		}
 	}
 	if v.rs.tracking.Load() && s.Role == RolePrimary {
 		s.ResyncPendingBytes = v.rs.dirty.dirtyBytes()

@@ -76,6 +76,10 @@ type Status struct {
 	InFlight int `json:"in_flight"`
 	// RTT of the peer link in microseconds (0 when unknown).
 	RTTMicros int64 `json:"rtt_us,omitempty"`
+	// Bytes the current peer link sent and received (frames as written to
+	// the connection, after compression, before TLS).
+	LinkBytesSent     uint64 `json:"link_bytes_sent,omitempty"`
+	LinkBytesReceived uint64 `json:"link_bytes_received,omitempty"`
 	// Failed holds the error that failed the volume, if any.
 	Failed string `json:"failed,omitempty"`
 	// ResyncPendingBytes (primary): the size of the regions the peer still
