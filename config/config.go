@@ -90,6 +90,8 @@ type Volume struct {
 	Journal Journal `yaml:"journal,omitempty"`
 	// Mode overrides replication.mode for this volume (sync, memory, async).
 	Mode string `yaml:"mode,omitempty"`
+	// Resync configures block resync and verify (replicated volumes).
+	Resync Resync `yaml:"resync,omitempty"`
 }
 
 // Journal settings. Every write to a file volume is made durable in the
@@ -168,6 +170,12 @@ func Parse(b []byte) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: empty file", ErrInvalid)
 		}
+		var pe *posError
+		if errors.As(err, &pe) {
+			if k := keyAt(b, pe.line, pe.col); k != "" {
+				return nil, fmt.Errorf("%w: line %d: %s: %v", ErrInvalid, pe.line, k, pe.err)
+			}
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if err := c.Validate(); err != nil {
@@ -205,6 +213,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 		if err := v.validateJournal(field + ".journal"); err != nil {
+			return err
+		}
+		if err := v.Resync.validate(field + ".resync"); err != nil {
 			return err
 		}
 		switch v.Mode {

@@ -72,7 +72,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		"volumes: [{name: a, backend: {}}]":                                                               "volumes[0].backend.type",
 		"volumes: [{name: 'a/b', backend: {type: mem, size: 1M}}]":                                        "volumes[0].name",
 		"volumes: [{name: a, backend: {type: mem, size: 1M}}, {name: a, backend: {type: mem, size: 1M}}]": "volumes[1].name",
-		"volumes: [{name: a, backend: {type: mem, size: 12Q}}]":                                           "size",
+		"volumes: [{name: a, backend: {type: mem, size: 12Q}}]":                                           "line 1: size: ",
 		"volumes: [{name: a, bakend: {type: mem, size: 1M}}]":                                             "bakend",
 		"listen: none\nvolumes: [{name: a, backend: {type: mem, size: 1M}}]":                              "listen",
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Size is a byte count that reads and writes in the units storage admins
@@ -74,6 +76,44 @@ func (s *Size) UnmarshalText(b []byte) error {
 	}
 	*s = v
 	return nil
+}
+
+// UnmarshalYAML parses a size and, on error, says where it was (Parse
+// turns the position into the field's name).
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	if err := s.UnmarshalText([]byte(n.Value)); err != nil {
+		return &posError{line: n.Line, col: n.Column, err: err}
+	}
+	return nil
+}
+
+// posError is a value error at a position of the YAML source.
+type posError struct {
+	line, col int
+	err       error
+}
+
+func (e *posError) Error() string { return fmt.Sprintf("line %d: %v", e.line, e.err) }
+func (e *posError) Unwrap() error { return e.err }
+
+// keyAt returns the mapping key whose value starts at line:col of src
+// ("" if it cannot tell).
+func keyAt(src []byte, line, col int) string {
+	lines := strings.Split(string(src), "\n")
+	if line < 1 || line > len(lines) {
+		return ""
+	}
+	l := lines[line-1]
+	if col < 1 || col > len(l)+1 {
+		return ""
+	}
+	before := strings.TrimRight(l[:col-1], " \t")
+	if !strings.HasSuffix(before, ":") {
+		return ""
+	}
+	before = strings.TrimSuffix(before, ":")
+	i := strings.LastIndexAny(before, "{,[ \t-")
+	return strings.Trim(before[i+1:], `"'`)
 }
 
 // MarshalText writes the human form.

@@ -17,6 +17,9 @@ package main
 //	POST /v1/volumes/{name}/demote           (waits for writes in flight, up to adminDemoteTimeout)
 //	POST /v1/volumes/{name}/connect
 //	POST /v1/volumes/{name}/disconnect
+//	POST /v1/volumes/{name}/resync[?rate=]   full checksummed resync (or a running one's rate)
+//	POST /v1/volumes/{name}/verify[?repair=][&rate=]  starts an online verify; its progress
+//	                                         and result are in the Status (verify)
 //
 // Failures answer {"error": "...", "code": "..."} with the HTTP status of
 // adminCodes; clients switch on code, never on the message.
@@ -103,6 +106,8 @@ var adminCodes = []struct {
 	{engine.ErrNotUpToDate, "not_up_to_date", http.StatusConflict},
 	{engine.ErrPeerPrimary, "peer_primary", http.StatusConflict},
 	{engine.ErrNoPeer, "no_peer", http.StatusConflict},
+	{engine.ErrBusy, "busy", http.StatusConflict},
+	{engine.ErrNotConnected, "not_connected", http.StatusConflict},
 	{engine.ErrReadOnly, "read_only", http.StatusConflict},
 	{engine.ErrClosed, "closed", http.StatusServiceUnavailable},
 	{engine.ErrFailed, "failed", http.StatusInternalServerError},
@@ -171,6 +176,8 @@ func newAdminServer(path string, vols []adminVolume, log *slog.Logger) (*adminSe
 	mux.HandleFunc("/v1/status", s.handleStatus)
 	mux.HandleFunc("/v1/volumes/{name}", s.handleVolume)
 	mux.HandleFunc("/v1/volumes/{name}/{op}", s.handleOp)
+	mux.HandleFunc("/v1/volumes/{name}/resync", s.handleResync)
+	mux.HandleFunc("/v1/volumes/{name}/verify", s.handleVerify)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, adminReqErr(errNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
 	})

@@ -241,8 +241,31 @@ func writeStatusTable(w io.Writer, sts []engine.Status) error {
 		if st.ConnError != "" {
 			fmt.Fprintf(w, "%s: connection error: %s\n", st.Name, st.ConnError)
 		}
+		for _, p := range []*engine.Progress{st.Resync, st.Verify} {
+			if p != nil && p.Running {
+				fmt.Fprintf(w, "%s: %s\n", st.Name, progressLine(p))
+			}
+		}
+		if st.ResyncPendingBytes > 0 && (st.Resync == nil || !st.Resync.Running) {
+			fmt.Fprintf(w, "%s: the peer needs a block resync of %s (starts when it connects)\n", st.Name, humanBytes(int64(st.ResyncPendingBytes)))
+		}
 	}
 	return nil
+}
+
+// progressLine describes a running resync or verify.
+func progressLine(p *engine.Progress) string {
+	pct := 0.0
+	if p.TotalBytes > 0 {
+		pct = 100 * float64(p.DoneBytes) / float64(p.TotalBytes)
+	}
+	s := fmt.Sprintf("%s %.1f%% (%s of %s), sent %s, %s/s, %s left", p.Kind, pct,
+		humanBytes(int64(p.DoneBytes)), humanBytes(int64(p.TotalBytes)), humanBytes(int64(p.SentBytes)),
+		humanBytes(int64(p.RateBps)), (time.Duration(p.ETASeconds) * time.Second).String())
+	if p.Kind == "verify" && len(p.Mismatches) > 0 {
+		s += fmt.Sprintf(", %d range(s) differ so far", len(p.Mismatches))
+	}
+	return s
 }
 
 func dash(s string) string {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
@@ -211,6 +212,12 @@ func openVolume(cfg *config.Config, vc *config.Volume, log *slog.Logger, hooks v
 	}
 	if hooks.peers != nil && j != nil {
 		opts.Peer = hooks.peers.peerOptions(vc.Name, vc.Mode)
+		opts.Resync = engine.ResyncOptions{
+			MapPath:    filepath.Join(cfg.JournalDir(vc), "dirty.map"),
+			RegionSize: uint64(vc.Resync.RegionSize),
+			ChunkSize:  uint64(vc.Resync.ChunkSize),
+			Rate:       int64(vc.Resync.Rate),
+		}
 	}
 	v, err := engine.OpenVolume(opts)
 	if err != nil {
