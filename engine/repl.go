@@ -453,7 +453,7 @@ func (v *Volume) recvAcks(link transport.Link, epoch uint64) {
 		}
 		v.repl.mu.peerRecv = max(v.repl.mu.peerRecv, a.ReceivedSeq)
 		v.repl.mu.peerDur = max(v.repl.mu.peerDur, a.DurableSeq)
-		if v.repl.mu.live {
+		if v.repl.mu.live && v.repl.mu.state != ConnSyncSource {
 			v.repl.mu.peerDisk = DiskUpToDate
 		}
 		i := 0

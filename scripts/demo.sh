@@ -54,6 +54,7 @@ In another terminal, try:
       --iodepth=32 --size=64M --runtime=10 --time_based
   $bin status -c a/twinblock.yaml          # role, disk, connection, lag (add --json)
   $bin status -c b/twinblock.yaml
+  $bin verify vol0 -c a/twinblock.yaml     # compare both copies block by block, online
 
 Switch roles (what an HA manager does):
   $bin demote  vol0 -c a/twinblock.yaml    # a drains writes, stops exporting
