@@ -222,6 +222,8 @@ type resyncState struct {
 	locks []*rangeLock
 	rate  atomic.Int64
 	pace  pacer
+	// wg counts resync and verify passes, so Close can wait for them.
+	wg sync.WaitGroup
 
 	mu struct {
 		sync.Mutex
@@ -508,7 +510,11 @@ func (v *Volume) attachResync(link transport.Link, act syncAction) {
 	}
 	v.log.Info("peer connected; block resync", "peer", remote.NodeID, "why", why, "full", full, "bytes", total, "next_seq", last+1)
 	go v.recvAcks(link, epoch)
-	go v.runResync(link, epoch, full, total)
+	v.rs.wg.Add(1)
+	go func() {
+		defer v.rs.wg.Done()
+		v.runResync(link, epoch, full, total)
+	}()
 }
 
 // startJob registers a resync or verify pass; only one runs at a time.
@@ -687,7 +693,9 @@ func (v *Volume) syncRange(link transport.Link, job *scanJob, off, n uint64) err
 		return err
 	}
 	wait(deps)
-	data := make([]byte, n)
+	buf := getScanBuf(n)
+	defer putScanBuf(buf)
+	data := *buf
 	if _, err := v.be.ReadAt(data, int64(off)); err != nil {
 		return v.fail(fmt.Errorf("resync read at %d: %w", off, err))
 	}
@@ -817,6 +825,25 @@ func (v *Volume) syncChunks(link transport.Link, job *scanJob, off uint64, data 
 	return sent, nil
 }
 
+// scanBufs recycles the batch buffers of resync and verify (a pass over a
+// large volume would otherwise allocate, and zero, the volume's size).
+var scanBufs sync.Pool
+
+func getScanBuf(n uint64) *[]byte {
+	if p, ok := scanBufs.Get().(*[]byte); ok && uint64(cap(*p)) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	b := make([]byte, n, max(n, scanBatch))
+	return &b
+}
+
+func putScanBuf(p *[]byte) {
+	if cap(*p) <= 2*scanBatch {
+		scanBufs.Put(p)
+	}
+}
+
 // awaitReply waits for a reply delivered by recvAcks, the link's end or
 // the volume's.
 func (v *Volume) awaitReply(link transport.Link, ch chan transport.Frame) (transport.Frame, error) {
@@ -934,7 +961,9 @@ func (v *Volume) Verify(repair bool) error {
 	if err != nil {
 		return err
 	}
+	v.rs.wg.Add(1)
 	go func() {
+		defer v.rs.wg.Done()
 		err := v.scanRanges(link, job, func(pos uint64) (uint64, uint64, bool) {
 			if pos >= v.size {
 				return 0, 0, false
@@ -1093,7 +1122,9 @@ func (v *Volume) answerHashes(link transport.Link, epoch uint64, h transport.Has
 	go func() {
 		defer v.ord.markApplied(p)
 		wait(deps)
-		data := make([]byte, n)
+		buf := getScanBuf(n)
+		defer putScanBuf(buf)
+		data := *buf
 		if _, err := v.be.ReadAt(data, int64(off)); err != nil {
 			v.dropLink(epoch, fmt.Errorf("resync read at %d: %w", off, err))
 			return

@@ -594,8 +594,13 @@ func (v *Volume) Close() error {
 	v.repl.mu.Unlock()
 	v.dropLink(epoch, nil)
 	<-v.dialDone
+	v.rs.wg.Wait()
 	_ = v.waitIdle(context.Background())
 	var errs []error
+	if v.rs.tracking.Load() {
+		// What the passes cleared, so a restart resumes there.
+		errs = append(errs, v.rs.dirty.save())
+	}
 	if v.j != nil {
 		<-v.done
 		if v.failed.Load() == nil {
