@@ -389,7 +389,7 @@ func follow(ctx context.Context, c *adminClient, name string, out io.Writer,
 						progressbar.OptionThrottle(200*time.Millisecond),
 						progressbar.OptionShowCount(),
 						progressbar.OptionSetPredictTime(true),
-						progressbar.OptionFullWidth())
+						progressbar.OptionUseIECUnits(true))
 				}
 				bar.ChangeMax64(int64(p.TotalBytes))
 				_ = bar.Set64(int64(p.DoneBytes))
