@@ -730,7 +730,8 @@ func (v *Volume) applyRemote(rec transport.Record) error {
 		v.admitMu.Unlock()
 		return fmt.Errorf("engine: record seq %d from the primary, expected %d", rec.Seq, want)
 	}
-	seq, err := v.j.Submit(op)
+	// The acknowledging goroutine waits for it and so runs the commit.
+	seq, err := v.j.Queue(op)
 	if err != nil {
 		v.admitMu.Unlock()
 		return v.fail(err)

@@ -299,6 +299,15 @@ func (j *Journal) Submit(op Op) (uint64, error) {
 	return j.submit(op, true)
 }
 
+// Queue is Submit without starting a group commit: the record becomes
+// durable with the next one, which the caller starts itself by calling
+// WaitDurable (a lone writer then does its own write and fdatasync, with
+// no hand-off to the sync goroutine and back). Only for callers that will
+// wait for the record.
+func (j *Journal) Queue(op Op) (uint64, error) {
+	return j.submit(op, false)
+}
+
 func (j *Journal) submit(op Op, async bool) (uint64, error) {
 	if err := op.validate(j.opts.MaxPayload); err != nil {
 		return 0, err

@@ -374,3 +374,62 @@ func TestDump(t *testing.T) {
 		t.Fatalf("dump:\n%s\nwant:\n%s", got, strings.Join(want, ""))
 	}
 }
+
+// Queue leaves the commit to the waiter: one WaitDurable makes a whole
+// queue durable with one fdatasync, and concurrent queue-and-wait callers
+// share commits.
+func TestQueueWaiterLeads(t *testing.T) {
+	j := mustOpen(t, testOpts(vfs.NewMemFS()))
+	defer mustClose(t, j)
+	model := map[uint64]Op{}
+	var last uint64
+	rng := rand.New(rand.NewPCG(4, 4))
+	for range 20 { // within MaxBatch: a full batch is committed without waiting
+		op := randOp(rng, 1024)
+		seq, err := j.Queue(op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		model[seq] = cloneOp(op)
+		last = seq
+	}
+	if d := j.DurableSeq(); d != 0 {
+		t.Fatalf("queued records durable (%d) before anyone waited", d)
+	}
+	if err := j.WaitDurable(last); err != nil {
+		t.Fatal(err)
+	}
+	if st := j.Stats(); st.Syncs != 1 || st.DurableSeq != last {
+		t.Fatalf("one waiter for 20 queued records: %+v", st)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 30 {
+				op := Op{Kind: KindTrim, Offset: uint64(g*4096 + i), Length: 512}
+				seq, err := j.Queue(op)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				model[seq] = op
+				mu.Unlock()
+				if err := j.WaitDurable(seq); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if st := j.Stats(); st.DurableSeq != last+240 || st.Syncs >= 241 {
+		t.Fatalf("after concurrent queue+wait: %+v", st)
+	}
+	if got, err := checkReplay(j, 1, model); err != nil || got != last+240 {
+		t.Fatalf("replay: %d %v", got, err)
+	}
+}

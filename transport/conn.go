@@ -48,7 +48,13 @@ type Conn struct {
 	log     func(msg string, args ...any)
 	closeMu sync.Once
 
-	sendq    chan outFrame
+	sendq chan outFrame
+	// wmu guards bw: the writer goroutine holds it while it writes and
+	// flushes; Send writes a frame itself, skipping the hand-off to the
+	// writer, when it can take wmu and nothing is queued (pending counts
+	// frames in sendq not yet written), so order is kept.
+	wmu      sync.Mutex
+	pending  atomic.Int64
 	ctlq     chan []byte // pongs: small, written before queued data
 	recvq    chan Frame
 	closeReq chan Goodbye
@@ -177,16 +183,40 @@ func (c *Conn) SendContext(ctx context.Context, f Frame) error {
 	}
 	*bp = b
 	of := outFrame{buf: bp, raw: len(b) - HeaderSize + saved, saved: saved}
+	if !c.opts.NoDirectWrite && ctx.Done() == nil && c.pending.Load() == 0 && c.wmu.TryLock() {
+		// The writer is idle and nothing is queued: write it here (one
+		// syscall, no goroutine wake-up on the latency path).
+		if c.pending.Load() == 0 {
+			ok := c.writeOut(of) && c.flush()
+			c.wmu.Unlock()
+			if !ok {
+				return c.Err()
+			}
+			return nil
+		}
+		c.wmu.Unlock()
+	}
+	c.pending.Add(1)
 	select {
 	case c.sendq <- of:
 		return nil
 	case <-c.done:
+		c.pending.Add(-1)
 		putBuf(bp)
 		return c.Err()
 	case <-ctx.Done():
+		c.pending.Add(-1)
 		putBuf(bp)
 		return ctx.Err()
 	}
+}
+
+func (c *Conn) flush() bool {
+	if err := c.bw.Flush(); err != nil {
+		c.fail(c.classify(err))
+		return false
+	}
+	return true
 }
 
 // Recv returns the next frame. Frames that arrived before the link failed
@@ -277,14 +307,22 @@ func (c *Conn) writeLoop() {
 		case <-c.done:
 			return
 		case g := <-c.closeReq:
+			c.wmu.Lock()
 			c.writeGoodbye(g)
+			c.wmu.Unlock()
 			return
 		case b := <-c.ctlq:
+			c.wmu.Lock()
 			if !c.writeCtl(b) {
+				c.wmu.Unlock()
 				return
 			}
 		case of := <-c.sendq:
-			if !c.writeOut(of) {
+			c.wmu.Lock()
+			ok := c.writeOut(of)
+			c.pending.Add(-1)
+			if !ok {
+				c.wmu.Unlock()
 				return
 			}
 		case <-tick.C:
@@ -295,13 +333,17 @@ func (c *Conn) writeLoop() {
 			c.mu.Unlock()
 			b, _, _ := AppendFrame(nil, Ping{Nonce: nonce, SentNano: now.UnixNano()}, c.enc)
 			c.stats.pingsSent.Add(1)
+			c.wmu.Lock()
 			if !c.writeCtl(b) {
+				c.wmu.Unlock()
 				return
 			}
 		}
 		// Batch: keep writing while frames are queued, flush (one
 		// syscall for the whole batch) only when the queues are empty.
-		if !c.drainAndFlush() {
+		ok := c.drainAndFlush()
+		c.wmu.Unlock()
+		if !ok {
 			return
 		}
 	}
@@ -319,15 +361,13 @@ func (c *Conn) drainAndFlush() bool {
 		}
 		select {
 		case of := <-c.sendq:
-			if !c.writeOut(of) {
+			ok := c.writeOut(of)
+			c.pending.Add(-1)
+			if !ok {
 				return false
 			}
 		default:
-			if err := c.bw.Flush(); err != nil {
-				c.fail(c.classify(err))
-				return false
-			}
-			return true
+			return c.flush()
 		}
 	}
 }
@@ -364,7 +404,9 @@ func (c *Conn) writeOut(of outFrame) bool {
 // writeGoodbye flushes what is queued now, then the Goodbye.
 func (c *Conn) writeGoodbye(g Goodbye) {
 	for n := len(c.sendq); n > 0; n-- {
-		if !c.writeOut(<-c.sendq) {
+		ok := c.writeOut(<-c.sendq)
+		c.pending.Add(-1)
+		if !ok {
 			return
 		}
 	}

@@ -506,6 +506,7 @@ func TestWriterBatchesManyFramesPerWrite(t *testing.T) {
 	}()
 	ao := insecureOpts("a", "b", RolePrimary)
 	ao.SendQueue = 4096
+	ao.NoDirectWrite = true // the writer's batching is under test
 	ca, _, err := DialConn(context.Background(), cra, ao)
 	if err != nil {
 		t.Fatal(err)
@@ -533,4 +534,46 @@ func TestWriterBatchesManyFramesPerWrite(t *testing.T) {
 	if w := cra.writes.Load() - before; w > n/20 {
 		t.Fatalf("%d frames took %d writes: not batched", n, w)
 	}
+}
+
+// Frames written directly by Send (writer idle) and frames queued for the
+// writer never overtake each other: every sender's frames arrive in its
+// order, whatever mix of paths they took.
+func TestDirectWriteKeepsOrder(t *testing.T) {
+	link, err := Pipe(context.Background(), insecureOpts("a", "b", RolePrimary), insecureOpts("b", "a", RoleSecondary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.Close()
+	const senders, n = 4, 400
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				if err := link.A.Send(Ack{ReceivedSeq: uint64(g)<<32 | uint64(i+1)}); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%50 == 0 {
+					time.Sleep(time.Millisecond) // let the writer go idle: direct writes
+				}
+			}
+		}()
+	}
+	next := make([]uint64, senders)
+	for range senders * n {
+		f, err := recvWithin(t, link.B)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := f.(Ack).ReceivedSeq
+		g, i := v>>32, v&(1<<32-1)
+		if i != next[g]+1 {
+			t.Fatalf("sender %d: frame %d after %d", g, i, next[g])
+		}
+		next[g] = i
+	}
+	wg.Wait()
 }

@@ -62,6 +62,13 @@ type ConnOptions struct {
 	// a full send queue blocks Send (back-pressure), a full receive queue
 	// stops reading from the socket.
 	SendQueue, RecvQueue int
+	// NoDirectWrite makes every frame go through the writer goroutine. By
+	// default Send writes a frame itself when nothing is queued and the
+	// writer is idle (one goroutine wake-up less per frame at low load);
+	// such a Send may then wait for the socket like the writer would (up
+	// to Timeout) even though the queue has room. SendContext with a
+	// context that can end never writes directly.
+	NoDirectWrite bool
 	// BufferSize is the socket read and write buffer (default 256 KiB).
 	BufferSize int
 	// Logger receives one line per failed connection (default slog.Default()).
