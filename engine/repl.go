@@ -630,11 +630,37 @@ func (v *Volume) receive(link transport.Link, epoch uint64) {
 		received uint64
 		kick     = make(chan struct{}, 1)
 		mode     = link.Remote().Mode
+		// ackRun is held by whoever acknowledges: the acker goroutine, or
+		// the receive loop itself when nothing else is waiting to be read
+		// (a lone write: one goroutine hand-off less on its round trip).
+		ackRun  sync.Mutex
+		sentDur uint64
 	)
+	pending, _ := link.(interface{ Pending() int })
+	ack := func(recv uint64) bool {
+		if mode == transport.ModeMemory {
+			if err := link.Send(transport.Ack{ReceivedSeq: recv, DurableSeq: min(sentDur, recv)}); err != nil {
+				return false
+			}
+		}
+		if err := v.j.WaitDurable(recv); err != nil {
+			v.fail(err)
+			v.dropLink(epoch, err)
+			return false
+		}
+		if recv <= sentDur {
+			return true
+		}
+		if err := link.Send(transport.Ack{ReceivedSeq: recv, DurableSeq: recv}); err != nil {
+			return false
+		}
+		sentDur = recv
+		v.noteSecondaryDurable(epoch, recv)
+		return true
+	}
 	ackDone := make(chan struct{})
 	go func() {
 		defer close(ackDone)
-		var sentDur uint64
 		for {
 			select {
 			case <-kick:
@@ -644,21 +670,12 @@ func (v *Volume) receive(link transport.Link, epoch uint64) {
 			ackMu.Lock()
 			recv := received
 			ackMu.Unlock()
-			if mode == transport.ModeMemory {
-				if err := link.Send(transport.Ack{ReceivedSeq: recv, DurableSeq: min(sentDur, recv)}); err != nil {
-					return
-				}
-			}
-			if err := v.j.WaitDurable(recv); err != nil {
-				v.fail(err)
-				v.dropLink(epoch, err)
+			ackRun.Lock()
+			ok := ack(recv)
+			ackRun.Unlock()
+			if !ok {
 				return
 			}
-			if err := link.Send(transport.Ack{ReceivedSeq: recv, DurableSeq: recv}); err != nil {
-				return
-			}
-			sentDur = recv
-			v.noteSecondaryDurable(epoch, recv)
 		}
 	}()
 	defer func() { <-ackDone }()
@@ -701,6 +718,14 @@ func (v *Volume) receive(link transport.Link, epoch uint64) {
 		ackMu.Lock()
 		received = rec.Seq
 		ackMu.Unlock()
+		if pending != nil && pending.Pending() == 0 && ackRun.TryLock() {
+			ok := ack(rec.Seq)
+			ackRun.Unlock()
+			if !ok {
+				return
+			}
+			continue
+		}
 		select {
 		case kick <- struct{}{}:
 		default:

@@ -516,3 +516,6 @@ func (c *Conn) Stats() Stats {
 		RTT: rtt, SmoothedRTT: srtt,
 	}
 }
+
+// Pending is the number of received frames waiting for Recv.
+func (c *Conn) Pending() int { return len(c.recvq) }
