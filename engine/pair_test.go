@@ -417,3 +417,37 @@ func TestPromoteRequiresUpToDate(t *testing.T) {
 		t.Fatal("not primary after forced promote")
 	}
 }
+
+// Cuts while a lone writer is acknowledged from the secondary's receive
+// loop: whichever goroutine notices the dead link must unregister it, or
+// every reconnect is refused as "busy".
+func TestPairCutDuringLoneWrites(t *testing.T) {
+	p := newPair(t, transport.ModeSync)
+	p.waitConnected(p.a)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := p.a.v.WriteAt(buf, uint64(i%256)*4096, false); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 5 {
+		time.Sleep(20 * time.Millisecond)
+		p.cut()
+		p.a.v.repl.kick()
+		p.waitConnected(p.a)
+	}
+	close(stop)
+	<-done
+	p.assertIdentical(p.a, p.b)
+}

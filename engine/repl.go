@@ -67,9 +67,41 @@ type replState struct {
 		// secondary: the primary's durable seq at connect; reaching it
 		// makes this copy UpToDate.
 		catchUpTarget uint64
+		// waiters are writes waiting for the peer (waitPeer); an ack wakes
+		// only those it satisfies (a broadcast would wake every write in
+		// flight on every ack).
+		waiters []*peerWaiter
 	}
 	cond *sync.Cond // on mu: acks, link changes
 	wake chan struct{}
+}
+
+// peerWaiter is one write waiting until the peer holds seq.
+type peerWaiter struct {
+	seq  uint64
+	done chan struct{}
+}
+
+// releaseLocked wakes the waiters the peer's positions satisfy (all of
+// them when the link is gone). The caller holds r.mu.
+func (r *replState) releaseLocked(mode transport.Mode) {
+	if len(r.mu.waiters) == 0 {
+		return
+	}
+	reach := r.mu.peerDur
+	if mode == transport.ModeMemory {
+		reach = max(reach, r.mu.peerRecv)
+	}
+	kept := r.mu.waiters[:0]
+	for _, w := range r.mu.waiters {
+		if r.mu.link == nil || w.seq <= reach {
+			close(w.done)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(r.mu.waiters[len(kept):])
+	r.mu.waiters = kept
 }
 
 func (r *replState) init() {
@@ -263,6 +295,7 @@ func (v *Volume) dropLink(epoch uint64, err error) {
 	if err != nil {
 		v.repl.mu.err = err.Error()
 	}
+	v.repl.releaseLocked(v.peer.Mode)
 	v.repl.cond.Broadcast()
 	v.repl.mu.Unlock()
 	link.Close()
@@ -463,6 +496,7 @@ func (v *Volume) recvAcks(link transport.Link, epoch uint64) {
 		}
 		v.repl.mu.unacked = v.repl.mu.unacked[i:]
 		dur := v.repl.mu.peerDur
+		v.repl.releaseLocked(v.peer.Mode)
 		v.repl.cond.Broadcast()
 		v.repl.mu.Unlock()
 		v.j.SetRetain(replRetain, dur)
@@ -477,16 +511,15 @@ func (v *Volume) waitPeer(seq uint64) {
 		return
 	}
 	v.repl.mu.Lock()
-	defer v.repl.mu.Unlock()
-	for v.repl.mu.link != nil {
-		if v.peer.Mode == transport.ModeMemory && v.repl.mu.peerRecv >= seq {
-			return
-		}
-		if v.repl.mu.peerDur >= seq {
-			return
-		}
-		v.repl.cond.Wait()
+	if v.repl.mu.link == nil || v.repl.mu.peerDur >= seq ||
+		(v.peer.Mode == transport.ModeMemory && v.repl.mu.peerRecv >= seq) {
+		v.repl.mu.Unlock()
+		return
 	}
+	w := &peerWaiter{seq: seq, done: make(chan struct{})}
+	v.repl.mu.waiters = append(v.repl.mu.waiters, w)
+	v.repl.mu.Unlock()
+	<-w.done
 }
 
 // waitAsyncRoom bounds an async peer's lag: writes wait while the bytes sent
@@ -722,6 +755,10 @@ func (v *Volume) receive(link transport.Link, epoch uint64) {
 			ok := ack(rec.Seq)
 			ackRun.Unlock()
 			if !ok {
+				// The link failed under the ack (or the journal did, and
+				// ack dropped it already): the link must not stay
+				// registered, or every reconnect is refused as busy.
+				v.dropLink(epoch, link.Err())
 				return
 			}
 			continue
