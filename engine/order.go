@@ -69,6 +69,20 @@ func (o *orderer) admit(seq, off, n uint64) (*pendingOp, []*pendingOp) {
 	return p, deps
 }
 
+// overlapping returns the admitted, unapplied requests overlapping
+// [off, off+n), without registering anything (a read that must see them).
+func (o *orderer) overlapping(off, n uint64) []*pendingOp {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var deps []*pendingOp
+	for _, q := range o.mu.inflight {
+		if q.off < off+n && off < q.end {
+			deps = append(deps, q)
+		}
+	}
+	return deps
+}
+
 // wait blocks until every dependency is applied.
 func wait(deps []*pendingOp) {
 	for _, d := range deps {

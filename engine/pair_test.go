@@ -43,6 +43,7 @@ type pair struct {
 	retain int64         // PeerOptions.RetainBytes
 	resync ResyncOptions // MapPath is set per node under mapDir
 	mapDir string
+	async  bool // VolumeOptions.AsyncApply
 }
 
 func newPair(t *testing.T, mode transport.Mode) *pair { return newPairTB(t, mode, "") }
@@ -109,8 +110,8 @@ func (p *pair) open(n *node) {
 	rs := p.resync
 	rs.MapPath = p.mapDir + "/" + n.id + ".map"
 	v, err := OpenVolume(VolumeOptions{
-		Resync: rs,
-		Name:   "vol", Backend: noClose{n.be}, Journal: j, Logger: quiet, State: n.state, NodeID: n.id,
+		Resync: rs, AsyncApply: p.async,
+		Name: "vol", Backend: noClose{n.be}, Journal: j, Logger: quiet, State: n.state, NodeID: n.id,
 		CheckpointBytes: 256 << 10, CheckpointInterval: 5 * time.Millisecond, JournalMaxBytes: 2 << 20,
 		Peer: &PeerOptions{NodeID: peer.id, Mode: p.mode, AsyncMaxLag: 256 << 10, RetainBytes: p.retain,
 			Dial: func(ctx context.Context) (transport.Link, error) { return p.dial(n) }},

@@ -63,6 +63,16 @@ type VolumeOptions struct {
 	// stops exporting the volume). It must not call back into the volume's
 	// role methods.
 	OnRoleChange func(Role)
+	// AsyncApply acknowledges a write once it is durable in the journal
+	// (and at the peer, per mode) without waiting for the backend write,
+	// which follows in order in the background; reads wait for unapplied
+	// writes they overlap, so they still see every acknowledged write.
+	// For backends whose writes cost a network round trip (RBD): the
+	// journal's fdatasync is then the whole latency. Needs a journal.
+	AsyncApply bool
+	// ApplyMaxBytes bounds the bytes acknowledged and not yet applied
+	// (AsyncApply); writes wait beyond it. Default 64 MiB.
+	ApplyMaxBytes int64
 }
 
 // Volume is one exported volume: the object the NBD server calls. It is safe
@@ -88,6 +98,11 @@ type Volume struct {
 
 	// inflightN counts mutating requests in progress.
 	inflightN atomic.Int64
+	// unapplied counts bytes of acknowledged writes not yet in the backend
+	// (AsyncApply); applyCond (on applyMu) is signalled as they drain.
+	unapplied atomic.Int64
+	applyMu   sync.Mutex
+	applyCond *sync.Cond
 
 	peer PeerOptions
 	repl replState
@@ -142,6 +157,13 @@ func OpenVolume(opts VolumeOptions) (*Volume, error) {
 		ckptKick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	v.ckptCond = sync.NewCond(&v.ckptCondMu)
+	v.applyCond = sync.NewCond(&v.applyMu)
+	if opts.ApplyMaxBytes <= 0 {
+		v.opts.ApplyMaxBytes = 64 << 20
+	}
+	if opts.AsyncApply && opts.Journal == nil {
+		return nil, fmt.Errorf("engine: volume %q: asynchronous apply needs a journal", opts.Name)
+	}
 	v.repl.init()
 	v.dialDone = make(chan struct{})
 	if opts.Peer != nil && opts.Peer.NodeID != "" {
@@ -359,6 +381,10 @@ func (v *Volume) ReadAt(p []byte, off uint64) error {
 	if err := v.check(off, uint64(len(p)), false); err != nil {
 		return err
 	}
+	if v.opts.AsyncApply && v.unapplied.Load() > 0 {
+		// Acknowledged writes may still be on their way to the backend.
+		wait(v.ord.overlapping(off, uint64(len(p))))
+	}
 	_, err := v.be.ReadAt(p, int64(off))
 	return err
 }
@@ -421,6 +447,9 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	}
 	v.waitJournalRoom()
 	v.waitAsyncRoom()
+	if v.opts.AsyncApply {
+		return v.mutateAsync(op)
+	}
 
 	v.admitMu.Lock()
 	// A range being compared by a resync or verify holds writes off until
@@ -462,6 +491,75 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	}
 	v.waitPeer(seq)
 	return nil
+}
+
+// mutateAsync is mutate for AsyncApply: the same admission, then the
+// backend write goes to the background and the reply waits only for the
+// journal (and the peer).
+func (v *Volume) mutateAsync(op journal.Op) error {
+	n := int64(op.Length)
+	v.waitApplyRoom(n)
+	if op.Kind == journal.KindWrite {
+		op.Data = append([]byte(nil), op.Data...) // the caller reuses its buffer once answered
+	}
+	v.admitMu.Lock()
+	for l := v.rs.overlapLocked(op.Offset, uint64(op.Length)); l != nil; l = v.rs.overlapLocked(op.Offset, uint64(op.Length)) {
+		v.admitMu.Unlock()
+		<-l.released
+		v.admitMu.Lock()
+	}
+	if !v.isPrimary() {
+		v.admitMu.Unlock()
+		v.applyDone(n)
+		return ErrNotPrimary
+	}
+	seq, err := v.j.Submit(op) // the commit starts now: nothing else runs before the wait
+	if err != nil {
+		v.admitMu.Unlock()
+		v.applyDone(n)
+		return v.fail(err)
+	}
+	p, deps := v.ord.admit(seq, op.Offset, uint64(op.Length))
+	v.recordMarksLocked(op, v.sendLiveLocked(seq, op))
+	v.admitMu.Unlock()
+	v.noteJournalBytes(op)
+
+	v.inflightN.Add(1)
+	go func() {
+		defer v.inflightN.Add(-1)
+		wait(deps)
+		if err := v.applyOp(op); err != nil {
+			// Acknowledged and durable in the journal, but not in the
+			// backend: fail the volume so no checkpoint passes it; a
+			// restart replays it.
+			v.fail(fmt.Errorf("backend write at seq %d: %w", seq, err))
+		}
+		v.ord.markApplied(p)
+		v.applyDone(n)
+	}()
+	if err := v.j.WaitDurable(seq); err != nil {
+		return v.fail(err)
+	}
+	v.waitPeer(seq)
+	return nil
+}
+
+// waitApplyRoom blocks while ApplyMaxBytes of acknowledged writes wait for
+// the backend, then counts n more.
+func (v *Volume) waitApplyRoom(n int64) {
+	v.applyMu.Lock()
+	defer v.applyMu.Unlock()
+	for cur := v.unapplied.Load(); cur > 0 && cur+n > v.opts.ApplyMaxBytes && v.failed.Load() == nil; cur = v.unapplied.Load() {
+		v.applyCond.Wait()
+	}
+	v.unapplied.Add(n)
+}
+
+func (v *Volume) applyDone(n int64) {
+	v.unapplied.Add(-n)
+	v.applyMu.Lock()
+	v.applyCond.Broadcast()
+	v.applyMu.Unlock()
 }
 
 // leadBytes: a write at most this large leaves its group commit to itself
