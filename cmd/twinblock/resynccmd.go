@@ -52,27 +52,34 @@ func (s *adminServer) scanVolume(name string) (scanVolume, error) {
 	return sv, nil
 }
 
+// scanRequest checks the method, finds the volume, parses the allowed
+// parameters and applies a rate; false means the error was answered.
+func (s *adminServer) scanRequest(w http.ResponseWriter, r *http.Request, allowed ...string) (scanVolume, scanParams, bool) {
+	if !allowMethod(w, r, http.MethodPost) {
+		return nil, scanParams{}, false
+	}
+	v, err := s.scanVolume(r.PathValue("name"))
+	if err == nil {
+		var q scanParams
+		if q, err = scanQuery(r, allowed...); err == nil {
+			if q.rate >= 0 {
+				v.SetResyncRate(q.rate)
+			}
+			return v, q, true
+		}
+	}
+	writeAdminError(w, err)
+	return nil, scanParams{}, false
+}
+
 // handleResync: POST /v1/volumes/{name}/resync[?rate=BYTES]. With a resync
 // already running and a rate, only the rate changes.
 func (s *adminServer) handleResync(w http.ResponseWriter, r *http.Request) {
-	if !allowMethod(w, r, http.MethodPost) {
+	v, q, ok := s.scanRequest(w, r, "rate")
+	if !ok {
 		return
 	}
-	v, err := s.scanVolume(r.PathValue("name"))
-	if err != nil {
-		writeAdminError(w, err)
-		return
-	}
-	q, err := scanQuery(r, "rate")
-	if err != nil {
-		writeAdminError(w, err)
-		return
-	}
-	log := s.log.With("via", "admin socket", "op", "resync", "volume", v.Name())
-	if q.rate >= 0 {
-		v.SetResyncRate(q.rate)
-		log = log.With("rate", q.rate)
-	}
+	log := s.log.With("via", "admin socket", "op", "resync", "volume", v.Name(), "rate", q.rate)
 	if p, ok := v.Progress("resync"); ok && p.Running && v.Role() == engine.RolePrimary {
 		log.Info("admin request: resync already running", "id", p.ID)
 		writeJSON(w, http.StatusOK, v.Status())
@@ -89,23 +96,11 @@ func (s *adminServer) handleResync(w http.ResponseWriter, r *http.Request) {
 
 // handleVerify: POST /v1/volumes/{name}/verify[?repair=true][&rate=BYTES].
 func (s *adminServer) handleVerify(w http.ResponseWriter, r *http.Request) {
-	if !allowMethod(w, r, http.MethodPost) {
+	v, q, ok := s.scanRequest(w, r, "rate", "repair")
+	if !ok {
 		return
 	}
-	v, err := s.scanVolume(r.PathValue("name"))
-	if err != nil {
-		writeAdminError(w, err)
-		return
-	}
-	q, err := scanQuery(r, "rate", "repair")
-	if err != nil {
-		writeAdminError(w, err)
-		return
-	}
-	if q.rate >= 0 {
-		v.SetResyncRate(q.rate)
-	}
-	s.log.Info("admin request", "via", "admin socket", "op", "verify", "volume", v.Name(), "repair", q.repair)
+	s.log.Info("admin request", "via", "admin socket", "op", "verify", "volume", v.Name(), "repair", q.repair, "rate", q.rate)
 	if err := v.Verify(q.repair); err != nil {
 		writeAdminError(w, err)
 		return
