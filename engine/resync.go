@@ -359,7 +359,7 @@ func (v *Volume) openDirtyMap() error {
 		// full pass is safe.
 		m.setAll(newGeneration(), 0)
 		v.rs.tracking.Store(true)
-		v.log.Warn("dirty-region map missing: the peer will get a full checksummed resync", "path", o.MapPath)
+		v.log.Warn("no dirty-region map: the peer gets a full checksummed resync when it connects", "path", o.MapPath)
 	}
 	return nil
 }
@@ -480,7 +480,7 @@ func (v *Volume) attachResync(link transport.Link, act syncAction) {
 		full, why = true, "the peer holds records this node does not"
 	case tracking:
 		full = remote.DurableSeq < fromSeq
-		why = "the journal no longer holds what the peer lacks"
+		why = "the dirty-region map holds what the peer lacks"
 	default:
 		why = "the journal no longer holds what the peer lacks"
 		full = true
