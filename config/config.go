@@ -107,27 +107,63 @@ type Journal struct {
 }
 
 // JournalDir is where the volume's journal lives ("" for mem volumes,
-// which have none).
+// which have none). An rbd volume's is journal.dir (required: there is no
+// backend path to put it beside).
 func (c *Config) JournalDir(v *Volume) string {
-	if v.Backend.Type != "file" {
-		return ""
-	}
-	if v.Journal.Dir != "" {
+	switch v.Backend.Type {
+	case "file":
+		if v.Journal.Dir != "" {
+			return c.Resolve(v.Journal.Dir)
+		}
+		return c.Resolve(v.Backend.Path) + ".journal"
+	case "rbd":
 		return c.Resolve(v.Journal.Dir)
 	}
-	return c.Resolve(v.Backend.Path) + ".journal"
+	return ""
 }
 
 // Backend says where a volume's bytes live.
 type Backend struct {
-	// Type is "file" (regular file or raw block device) or "mem" (in memory,
-	// lost on exit: tests and benchmarks).
+	// Type is "file" (regular file or raw block device), "rbd" (a Ceph RBD
+	// image; needs a twinblock built with `make build-ceph`) or "mem" (in
+	// memory, lost on exit: tests and benchmarks).
 	Type string `yaml:"type"`
 	// Path of the file or block device (type file).
 	Path string `yaml:"path,omitempty"`
-	// Size is required for mem; for file it is used by `twinblock create`
-	// only (an existing file's own size wins).
+	// Size is required for mem; for file and rbd it is used by `twinblock
+	// create` only (an existing file's or image's own size wins).
 	Size Size `yaml:"size,omitempty"`
+
+	// Type rbd: the cluster's ceph.conf (default /etc/ceph/ceph.conf), the
+	// cephx client id without "client." (default admin), its keyring
+	// (default: what ceph.conf says), and the image: pool, optional
+	// namespace, image name.
+	CephConf  string `yaml:"ceph_conf,omitempty"`
+	Client    string `yaml:"client,omitempty"`
+	Keyring   string `yaml:"keyring,omitempty"`
+	Pool      string `yaml:"pool,omitempty"`
+	Namespace string `yaml:"namespace,omitempty"`
+	Image     string `yaml:"image,omitempty"`
+	// ConnectTimeout bounds reaching the monitors and each monitor
+	// request (default 10s); OpTimeout bounds each OSD request, after
+	// which the volume fails rather than hang (default 60s; "0" waits
+	// forever). Go durations: 500ms, 10s, 2m.
+	ConnectTimeout string `yaml:"connect_timeout,omitempty"`
+	OpTimeout      string `yaml:"op_timeout,omitempty"`
+}
+
+// RBDTimeouts returns connect_timeout and op_timeout (zero when unset;
+// op_timeout "0" is returned as -1: wait forever). Validate has checked
+// them.
+func (b *Backend) RBDTimeouts() (connect, op time.Duration) {
+	connect, _ = time.ParseDuration(b.ConnectTimeout)
+	if b.OpTimeout != "" {
+		op, _ = time.ParseDuration(b.OpTimeout)
+		if op == 0 {
+			op = -1
+		}
+	}
+	return connect, op
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -320,6 +356,9 @@ func (v *Volume) validateJournal(field string) error {
 	if v.Backend.Type == "mem" && j != (Journal{}) {
 		return fmt.Errorf("%w: %s: mem volumes have no journal (nothing outlives the process)", ErrInvalid, field)
 	}
+	if v.Backend.Type == "rbd" && j.Dir == "" {
+		return fmt.Errorf("%w: %s.dir: required for an rbd volume (a local directory for the journal and state; there is no backend path to put it beside)", ErrInvalid, field)
+	}
 	if j.MaxSize != 0 && j.MaxSize < 128<<20 {
 		return fmt.Errorf("%w: %s.max_size: %s is too small (at least 128M)", ErrInvalid, field, j.MaxSize)
 	}
@@ -333,6 +372,16 @@ func (v *Volume) validateJournal(field string) error {
 }
 
 func (b *Backend) validate(field string) error {
+	switch b.Type {
+	case "file", "mem":
+		for _, f := range [][2]string{{"ceph_conf", b.CephConf}, {"client", b.Client}, {"keyring", b.Keyring},
+			{"pool", b.Pool}, {"namespace", b.Namespace}, {"image", b.Image},
+			{"connect_timeout", b.ConnectTimeout}, {"op_timeout", b.OpTimeout}} {
+			if f[1] != "" {
+				return fmt.Errorf("%w: %s.%s: only used by type rbd", ErrInvalid, field, f[0])
+			}
+		}
+	}
 	switch b.Type {
 	case "file":
 		if b.Path == "" {
@@ -348,10 +397,56 @@ func (b *Backend) validate(field string) error {
 		if b.Path != "" {
 			return fmt.Errorf("%w: %s.path: not used by type mem", ErrInvalid, field)
 		}
+	case "rbd":
+		return b.validateRBD(field)
 	case "":
-		return fmt.Errorf("%w: %s.type: required (file or mem)", ErrInvalid, field)
+		return fmt.Errorf("%w: %s.type: required (file, rbd or mem)", ErrInvalid, field)
 	default:
-		return fmt.Errorf("%w: %s.type: unknown backend %q (want file or mem)", ErrInvalid, field, b.Type)
+		return fmt.Errorf("%w: %s.type: unknown backend %q (want file, rbd or mem)", ErrInvalid, field, b.Type)
+	}
+	return nil
+}
+
+// rbdNameRE is what pool, namespace and image names may hold here: rbd(8)
+// joins them with '/' and marks snapshots with '@'.
+var rbdNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._+-]{0,249}$`)
+
+func (b *Backend) validateRBD(field string) error {
+	if b.Path != "" {
+		return fmt.Errorf("%w: %s.path: not used by type rbd (set pool and image)", ErrInvalid, field)
+	}
+	if b.Size < 0 {
+		return fmt.Errorf("%w: %s.size: must not be negative", ErrInvalid, field)
+	}
+	for _, f := range []struct {
+		name, v  string
+		required bool
+	}{{"pool", b.Pool, true}, {"image", b.Image, true}, {"namespace", b.Namespace, false}} {
+		if f.v == "" {
+			if f.required {
+				return fmt.Errorf("%w: %s.%s: required for type rbd", ErrInvalid, field, f.name)
+			}
+			continue
+		}
+		if !rbdNameRE.MatchString(f.v) {
+			return fmt.Errorf("%w: %s.%s: %q: use letters, digits and . _ + - (no '/' or '@')", ErrInvalid, field, f.name, f.v)
+		}
+	}
+	if strings.HasPrefix(b.Client, "client.") {
+		return fmt.Errorf("%w: %s.client: %q: give the id without \"client.\" (e.g. %q)", ErrInvalid, field, b.Client, strings.TrimPrefix(b.Client, "client."))
+	}
+	if strings.ContainsAny(b.Client, " \t/") {
+		return fmt.Errorf("%w: %s.client: %q is not a cephx id", ErrInvalid, field, b.Client)
+	}
+	if b.ConnectTimeout != "" {
+		if d, err := time.ParseDuration(b.ConnectTimeout); err != nil || d <= 0 {
+			return fmt.Errorf("%w: %s.connect_timeout: %q is not a positive duration (e.g. 10s)", ErrInvalid, field, b.ConnectTimeout)
+		}
+	}
+	if b.OpTimeout != "" {
+		if d, err := time.ParseDuration(b.OpTimeout); err != nil || d < 0 {
+			return fmt.Errorf("%w: %s.op_timeout: %q is not a duration (e.g. 60s; 0 waits forever)", ErrInvalid, field, b.OpTimeout)
+		}
 	}
 	return nil
 }

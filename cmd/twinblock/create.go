@@ -14,6 +14,7 @@ import (
 	"github.com/twinblock/twinblock/config"
 	"github.com/twinblock/twinblock/engine"
 	"github.com/twinblock/twinblock/engine/backend/file"
+	"github.com/twinblock/twinblock/engine/backend/rbd"
 )
 
 func newCreateCmd() *cobra.Command {
@@ -28,26 +29,56 @@ func newCreateCmd() *cobra.Command {
 		repl    config.Replication
 		node    string
 		tlsDir  string
+		rb      config.Backend // --backend rbd settings
+		jDir    string
+		exist   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME --path FILE --size SIZE",
+		Use:   "create NAME (--path FILE | --backend rbd --pool P --image I --journal-dir D) [--size SIZE]",
 		Short: "Create a volume and add it to the config file",
 		Long: `Create a volume: make its backing storage and add it to the config file
 (created when missing). Sizes take binary units: 512M, 10G, 2T.
 
   twinblock create vol0 --path ./vol0.img --size 10G
-  twinblock create vol1 --path /dev/vg0/vol1            # a raw block device keeps its size`,
+  twinblock create vol1 --path /dev/vg0/vol1            # a raw block device keeps its size
+
+A Ceph RBD image (needs a twinblock built with ` + "`make build-ceph`" + `); the journal
+and state live in a local directory:
+
+  twinblock create vol2 --backend rbd --pool rbd --image vol2 --size 100G \
+      --ceph-conf /etc/ceph/ceph.conf --client twinblock --journal-dir /var/lib/twinblock/vol2
+
+A new file or image must not exist yet; --existing takes the file or image
+that is there, data and size, instead (a secondary made so gets a full
+checksummed resync from the primary when they first connect).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			if err := config.ValidName(name); err != nil {
 				return err
 			}
-			if bType != "file" {
-				return fmt.Errorf("--backend: %q cannot be created (want file; mem volumes live only in `serve --backend mem`)", bType)
-			}
-			if path == "" {
-				return errors.New("--path: required")
+			switch bType {
+			case "file":
+				if path == "" {
+					return errors.New("--path: required")
+				}
+				for _, f := range []string{"pool", "image", "namespace", "ceph-conf", "client", "keyring"} {
+					if cmd.Flags().Changed(f) {
+						return fmt.Errorf("--%s: only with --backend rbd", f)
+					}
+				}
+			case "rbd":
+				if path != "" {
+					return errors.New("--path: not used by --backend rbd (give --pool and --image)")
+				}
+				if jDir == "" {
+					return errors.New("--journal-dir: required for --backend rbd (a local directory for the journal and state.json)")
+				}
+				if !exist && size <= 0 {
+					return errors.New("--size: required for a new rbd image (e.g. --size 10G), or --existing to use an image that is there")
+				}
+			default:
+				return fmt.Errorf("--backend: %q cannot be created (want file or rbd; mem volumes live only in `serve --backend mem`)", bType)
 			}
 			cfg, err := loadOrNewConfig(cfgPath)
 			if err != nil {
@@ -56,66 +87,99 @@ func newCreateCmd() *cobra.Command {
 			if _, dup := cfg.Volume(name); dup {
 				return fmt.Errorf("volume %q already exists in %s", name, cfgPath)
 			}
-			abs, err := filepath.Abs(path)
-			if err != nil {
-				return err
-			}
-			isDev, err := isBlockDevice(abs)
-			if err != nil {
-				return err
-			}
-			var created bool
-			if isDev {
-				b, err := file.Open(abs, file.Options{})
-				if err != nil {
+			vol := config.Volume{Name: name, Description: desc}
+			var abs string
+			if bType == "file" {
+				if abs, err = filepath.Abs(path); err != nil {
 					return err
 				}
-				size = config.Size(b.Size())
-				b.Close()
+				vol.Backend = config.Backend{Type: "file", Path: pathForConfig(cfgPath, abs)}
 			} else {
-				if size <= 0 {
-					return errors.New("--size: required for a file volume (e.g. --size 10G)")
+				vol.Backend = rb
+				vol.Backend.Type = "rbd"
+				for _, p := range []*string{&vol.Backend.CephConf, &vol.Backend.Keyring} {
+					if *p != "" {
+						a, err := filepath.Abs(*p)
+						if err != nil {
+							return err
+						}
+						*p = pathForConfig(cfgPath, a)
+					}
 				}
-				b, err := file.Create(abs, int64(size), file.Options{})
+			}
+			if jDir != "" {
+				a, err := filepath.Abs(jDir)
 				if err != nil {
 					return err
 				}
-				if err := b.Close(); err != nil {
-					return err
-				}
-				created = true
+				vol.Journal.Dir = pathForConfig(cfgPath, a)
 			}
-			cfg.Volumes = append(cfg.Volumes, config.Volume{
-				Name:        name,
-				Description: desc,
-				Backend:     config.Backend{Type: "file", Path: pathForConfig(cfgPath, abs)},
-			})
+			cfg.Volumes = append(cfg.Volumes, vol)
 			if err := applyReplicationFlags(cmd, cfg, cfgPath, node, tlsDir, repl); err != nil {
 				return err
 			}
-			cleanup := func() {
-				if created {
-					os.Remove(abs)
-				}
-			}
+			// Everything that can be checked without touching storage is
+			// checked before anything is created.
 			if err := cfg.Validate(); err != nil {
-				cleanup()
 				return err
 			}
 			vc, _ := cfg.Volume(name)
+			fs := &engine.FileState{Path: cfg.StatePath(vc)}
+			if _, err := fs.Load(); err == nil {
+				return fmt.Errorf("volume %s: %s already exists (a volume was created here before)", name, cfg.StatePath(vc))
+			}
+
+			var (
+				where   string
+				cleanup = func() {}
+				hasData bool // storage that was there before: unknown contents
+			)
+			if bType == "file" {
+				where = abs
+				sz, created, err := createFileStorage(abs, size, exist)
+				if err != nil {
+					return err
+				}
+				size = sz
+				hasData = !created
+				if created {
+					cleanup = func() { os.Remove(abs) }
+				}
+			} else {
+				opts := rbdOptions(cfg, vc)
+				where = "rbd image " + opts.Spec()
+				sz, created, err := createRBDStorage(opts, size, exist)
+				if err != nil {
+					return fmt.Errorf("volume %s: %w", name, err)
+				}
+				size = sz
+				hasData = !created
+				if created {
+					cleanup = func() {
+						if err := rbd.Remove(opts); err != nil {
+							fmt.Fprintf(cmd.ErrOrStderr(), "removing the new image %s after the error below: %v\n", opts.Spec(), err)
+						}
+					}
+				}
+			}
 			st, err := initialState(uuid, role, uint64(size), cfg.Replication != nil)
 			if err != nil {
 				cleanup()
 				return err
 			}
+			if hasData && st.Role == engine.RoleSecondary {
+				// Its data is no copy of the primary's: the primary gives it
+				// a full checksummed resync when they first connect.
+				st.Disk = engine.DiskInconsistent
+			}
+			if hasData && st.Role == engine.RolePrimary && cfg.Replication != nil {
+				// The peer cannot hold this data yet: compare everything
+				// with it when it first connects (only what differs moves).
+				st.PeerNeedsResync = true
+			}
 			if err := os.MkdirAll(cfg.JournalDir(vc), 0o755); err != nil {
 				cleanup()
 				return err
-			}
-			fs := &engine.FileState{Path: cfg.StatePath(vc)}
-			if _, err := fs.Load(); err == nil {
-				cleanup()
-				return fmt.Errorf("volume %s: %s already exists (a volume was created here before)", name, cfg.StatePath(vc))
 			}
 			if err := fs.Save(st); err != nil {
 				cleanup()
@@ -126,7 +190,7 @@ func newCreateCmd() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "created volume %s: %s, %s (%d bytes); added to %s\n", name, abs, size, int64(size), cfgPath)
+			fmt.Fprintf(out, "created volume %s: %s, %s (%d bytes); added to %s\n", name, where, size, int64(size), cfgPath)
 			if cfg.Replication != nil {
 				fmt.Fprintf(out, "uuid %s, role %s\n", st.UUID, st.Role)
 				if st.Role == engine.RolePrimary {
@@ -138,9 +202,17 @@ func newCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "twinblock.yaml", "config file to add the volume to (created when missing)")
-	cmd.Flags().StringVar(&bType, "backend", "file", "backend type: file")
+	cmd.Flags().StringVar(&bType, "backend", "file", "backend type: file or rbd (Ceph: needs a twinblock built with make build-ceph)")
 	cmd.Flags().StringVar(&path, "path", "", "backing file or block device")
-	cmd.Flags().Var(&size, "size", "volume size, e.g. 10G (file backend)")
+	cmd.Flags().Var(&size, "size", "volume size, e.g. 10G (a new file or rbd image)")
+	cmd.Flags().StringVar(&rb.Pool, "pool", "", "rbd: pool of the image")
+	cmd.Flags().StringVar(&rb.Namespace, "namespace", "", "rbd: namespace in the pool (default: none)")
+	cmd.Flags().StringVar(&rb.Image, "image", "", "rbd: image name")
+	cmd.Flags().StringVar(&rb.CephConf, "ceph-conf", "", "rbd: ceph.conf of the cluster (default /etc/ceph/ceph.conf)")
+	cmd.Flags().StringVar(&rb.Client, "client", "", "rbd: cephx client id without \"client.\" (default admin)")
+	cmd.Flags().StringVar(&rb.Keyring, "keyring", "", "rbd: keyring with the client's key (default: what ceph.conf says)")
+	cmd.Flags().BoolVar(&exist, "existing", false, "use the existing file or rbd image and its data (its size wins); a secondary made so gets a full checksummed resync")
+	cmd.Flags().StringVar(&jDir, "journal-dir", "", "journal and state directory (required for rbd; default for a file: PATH.journal)")
 	cmd.Flags().StringVar(&desc, "description", "", "description shown to NBD clients")
 	cmd.Flags().StringVar(&uuid, "uuid", "", "volume uuid: give the primary's to create the peer's copy (default: a new one)")
 	cmd.Flags().StringVar(&role, "role", "", "initial role: primary or secondary (default: primary for a new uuid, secondary with --uuid)")
@@ -152,6 +224,78 @@ func newCreateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&tlsDir, "tls-dir", "", "directory with ca.pem, NODE.pem, NODE-key.pem (from `twinblock certs pair`)")
 	cmd.Flags().BoolVar(&repl.InsecurePlaintext, "insecure-plaintext", false, "replicate without TLS (only on a link that is protected otherwise)")
 	return cmd
+}
+
+// createFileStorage makes a volume's file, or takes a block device's
+// size; created says whether a new file was made (to remove on failure).
+func createFileStorage(abs string, size config.Size, existing bool) (config.Size, bool, error) {
+	isDev, err := isBlockDevice(abs)
+	if err != nil {
+		return 0, false, err
+	}
+	if existing && !isDev {
+		fi, err := os.Stat(abs)
+		if err != nil {
+			return 0, false, fmt.Errorf("--existing: %w", err)
+		}
+		if !fi.Mode().IsRegular() || fi.Size() <= 0 {
+			return 0, false, fmt.Errorf("--existing: %s is not a non-empty regular file", abs)
+		}
+		if size > 0 && int64(size) != fi.Size() {
+			return 0, false, fmt.Errorf("--size %s: the existing file %s holds %d bytes; leave --size out", size, abs, fi.Size())
+		}
+		return config.Size(fi.Size()), false, nil
+	}
+	if isDev {
+		b, err := file.Open(abs, file.Options{})
+		if err != nil {
+			return 0, false, err
+		}
+		defer b.Close()
+		return config.Size(b.Size()), false, nil
+	}
+	if size <= 0 {
+		return 0, false, errors.New("--size: required for a file volume (e.g. --size 10G)")
+	}
+	b, err := file.Create(abs, int64(size), file.Options{})
+	if err != nil {
+		return 0, false, err
+	}
+	if err := b.Close(); err != nil {
+		os.Remove(abs)
+		return 0, false, err
+	}
+	return size, true, nil
+}
+
+// createRBDStorage makes a new image of size bytes, or with existing
+// opens the image that is there and returns its size (a --size given too
+// must match it).
+func createRBDStorage(opts rbd.Options, size config.Size, existing bool) (config.Size, bool, error) {
+	if existing {
+		b, err := rbd.Open(opts)
+		if err != nil {
+			return 0, false, err
+		}
+		defer b.Close()
+		got := config.Size(b.Size())
+		if size > 0 && size != got {
+			return 0, false, fmt.Errorf("--size %s: the existing image %s holds %s (%d bytes); leave --size out", size, opts.Spec(), got, int64(got))
+		}
+		return got, false, nil
+	}
+	b, err := rbd.Create(opts, int64(size))
+	if errors.Is(err, rbd.ErrExists) {
+		return 0, false, fmt.Errorf("%w (give --existing to use it as it is)", err)
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	if err := b.Close(); err != nil {
+		_ = rbd.Remove(opts)
+		return 0, false, err
+	}
+	return size, true, nil
 }
 
 // applyReplicationFlags fills the config's node and replication block from

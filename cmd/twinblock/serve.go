@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -148,6 +148,8 @@ func openBackend(cfg *config.Config, v *config.Volume) (backend.Backend, error) 
 		return b, nil
 	case "mem":
 		return mem.New(int64(v.Backend.Size)), nil
+	case "rbd":
+		return openRBD(cfg, v)
 	}
 	return nil, fmt.Errorf("volume %s: backend.type: unknown backend %q", v.Name, v.Backend.Type)
 }
@@ -206,6 +208,10 @@ func openVolume(cfg *config.Config, vc *config.Volume, log *slog.Logger, hooks v
 		Name: vc.Name, Backend: be, Journal: j, ReadOnly: vc.ReadOnly,
 		JournalMaxBytes: int64(vc.Journal.MaxSize), Logger: log,
 		NodeID: cfg.Node, OnRoleChange: hooks.onRoleChange,
+		// An RBD write is a network round trip to the OSDs: acknowledge
+		// once the journal (and the peer) hold the write, and apply it to
+		// the image in the background (reads wait for what they overlap).
+		AsyncApply: vc.Backend.Type == "rbd" && j != nil,
 	}
 	if sp := cfg.StatePath(vc); sp != "" && j != nil {
 		opts.State = &engine.FileState{Path: sp}

@@ -44,7 +44,8 @@ const DefaultConfFile = "/etc/ceph/ceph.conf"
 var (
 	// ErrUnreachable: no monitor answered within ConnectTimeout.
 	ErrUnreachable = errors.New("rbd: cluster unreachable")
-	// ErrAuth: the monitors refused the client's key (or it has none).
+	// ErrAuth: the cluster refused the client (wrong or missing key, or
+	// caps that do not cover the pool).
 	ErrAuth = errors.New("rbd: authentication failed")
 	// ErrNoPool, ErrNoNamespace, ErrNoImage: the named thing does not exist.
 	ErrNoPool      = errors.New("rbd: pool not found")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -89,7 +90,7 @@ func open(opts Options, createSize int64) (*Backend, error) {
 		if errnoOf(err) == syscall.ENOENT {
 			return nil, configErr(ErrNoPool, nil, "%q does not exist (ceph osd pool ls)", opts.Pool)
 		}
-		return nil, fmt.Errorf("rbd: opening pool %q: %w", opts.Pool, describe(err, opts))
+		return nil, describe(err, opts, fmt.Sprintf("opening pool %q", opts.Pool))
 	}
 	defer func() {
 		if !ok {
@@ -99,7 +100,7 @@ func open(opts Options, createSize int64) (*Backend, error) {
 	if opts.Namespace != "" {
 		exists, err := librbd.NamespaceExists(ioctx, opts.Namespace)
 		if err != nil {
-			return nil, fmt.Errorf("rbd: namespace %q in pool %q: %w", opts.Namespace, opts.Pool, describe(err, opts))
+			return nil, describe(err, opts, fmt.Sprintf("namespace %q in pool %q", opts.Namespace, opts.Pool))
 		}
 		if !exists {
 			return nil, configErr(ErrNoNamespace, nil, "%q does not exist in pool %q (rbd namespace create %s/%s)",
@@ -112,7 +113,7 @@ func open(opts Options, createSize int64) (*Backend, error) {
 			if errnoOf(err) == syscall.EEXIST {
 				return nil, configErr(ErrExists, nil, "%s", spec)
 			}
-			return nil, fmt.Errorf("rbd: create %s: %w", spec, describe(err, opts))
+			return nil, describe(err, opts, "create "+spec)
 		}
 	}
 	var img *librbd.Image
@@ -125,7 +126,7 @@ func open(opts Options, createSize int64) (*Backend, error) {
 		if errnoOf(err) == syscall.ENOENT {
 			return nil, configErr(ErrNoImage, nil, "%s does not exist (rbd ls %s)", spec, opts.Pool)
 		}
-		return nil, fmt.Errorf("rbd: open %s: %w", spec, describe(err, opts))
+		return nil, describe(err, opts, "open "+spec)
 	}
 	size, err := img.GetSize()
 	if err != nil {
@@ -185,17 +186,15 @@ func connect(opts Options) (*rados.Conn, error) {
 	}
 	if err := conn.Connect(); err != nil {
 		conn.Shutdown()
-		if d := describe(err, opts); d != err {
-			return nil, d
-		}
-		return nil, fmt.Errorf("rbd: connecting as client.%s with %s: %w", opts.Client, opts.ConfFile, err)
+		return nil, describe(err, opts, fmt.Sprintf("connecting as client.%s with %s", opts.Client, opts.ConfFile))
 	}
 	return conn, nil
 }
 
-// describe turns the errno of a failed connect or monitor request into one
-// of the package's errors where it names a configuration problem.
-func describe(err error, opts Options) error {
+// describe turns the errno of a failed connect or cluster request into
+// one of the package's errors where it names a configuration problem, and
+// otherwise wraps it with what was being done.
+func describe(err error, opts Options, doing string) error {
 	switch errnoOf(err) {
 	case syscall.ETIMEDOUT:
 		mon, _ := monHost(opts)
@@ -206,12 +205,15 @@ func describe(err error, opts Options) error {
 		if kr == "" {
 			kr = "the keyring ceph.conf names"
 		}
-		return configErr(ErrAuth, err, "the monitors refused client.%s (check its key in %s and its caps)", opts.Client, kr)
+		return configErr(ErrAuth, err, "%s: client.%s was refused (check its key in %s and its caps: ceph auth get client.%s)",
+			doing, opts.Client, kr, opts.Client)
 	case syscall.ENOENT:
-		// librados says ENOENT at connect time when it finds no key.
-		return configErr(ErrAuth, err, "no key found for client.%s (set keyring)", opts.Client)
+		if strings.HasPrefix(doing, "connecting") {
+			// librados says ENOENT at connect time when it finds no key.
+			return configErr(ErrAuth, err, "no key found for client.%s (set keyring)", opts.Client)
+		}
 	}
-	return err
+	return fmt.Errorf("rbd: %s: %w", doing, err)
 }
 
 // monHost reads mon_host for error messages.
@@ -457,7 +459,7 @@ func Remove(opts Options) error {
 	defer conn.Shutdown()
 	ioctx, err := conn.OpenIOContext(opts.Pool)
 	if err != nil {
-		return fmt.Errorf("rbd: remove %s: %w", opts.Spec(), describe(err, opts))
+		return describe(err, opts, "remove "+opts.Spec())
 	}
 	defer ioctx.Destroy()
 	ioctx.SetNamespace(opts.Namespace)

@@ -204,6 +204,18 @@ func TestBadSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A client whose caps cover another pool only.
+	limitedKeyring := filepath.Join(dir, "limited.keyring")
+	limitedName := rbdtest.ImageName("limited")
+	kr, err := cluster.Ceph("auth", "get-or-create", "client."+limitedName, "mon", "profile rbd", "osd", "profile rbd pool=otherpool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(limitedKeyring, []byte(kr), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = cluster.Ceph("auth", "del", "client."+limitedName) })
+
 	cases := []struct {
 		name   string
 		mod    func(*rbd.Options)
@@ -215,6 +227,7 @@ func TestBadSettings(t *testing.T) {
 		{"missing namespace", func(o *rbd.Options) { o.Namespace = "nons" }, rbd.ErrNoNamespace, `"nons"`},
 		{"bad keyring", func(o *rbd.Options) { o.Keyring = badKeyring }, rbd.ErrAuth, "client.admin"},
 		{"unknown client", func(o *rbd.Options) { o.Client = "nobody" }, rbd.ErrAuth, "client.nobody"},
+		{"caps for another pool", func(o *rbd.Options) { o.Client = limitedName; o.Keyring = limitedKeyring }, rbd.ErrAuth, "client." + limitedName},
 		{"keyring file missing", func(o *rbd.Options) { o.Keyring = filepath.Join(dir, "none.keyring") }, backend.ErrConfig, "keyring"},
 		{"ceph.conf missing", func(o *rbd.Options) { o.ConfFile = filepath.Join(dir, "none.conf") }, backend.ErrConfig, "ceph_conf"},
 		{"unreachable cluster", func(o *rbd.Options) { o.ConfFile = deadConf; o.ConnectTimeout = 2 * time.Second }, rbd.ErrUnreachable, "no monitor answered"},

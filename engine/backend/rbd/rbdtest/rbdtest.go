@@ -112,6 +112,24 @@ func (c *Cluster) Stop() error {
 	return os.RemoveAll(filepath.Dir(c.Dir))
 }
 
+// Pause stops the cluster's OSD (SIGSTOP): every request hangs, as in an
+// outage, until Resume.
+func (c *Cluster) Pause() error { return c.script("pause") }
+
+// Resume lets a paused OSD run again (SIGCONT).
+func (c *Cluster) Resume() error { return c.script("resume") }
+
+func (c *Cluster) script(cmd string) error {
+	s, err := Script()
+	if err != nil {
+		return err
+	}
+	if out, err := runScript(s, cmd, c.Dir); err != nil {
+		return fmt.Errorf("rbdtest: %s %s: %w\n%s", cmd, c.Dir, err, out)
+	}
+	return nil
+}
+
 // Options are rbd.Options for image in the cluster's pool, as client.admin.
 func (c *Cluster) Options(image string) rbd.Options {
 	return rbd.Options{ConfFile: c.Conf, Client: "admin", Keyring: c.Keyring, Pool: c.Pool, Image: image}
