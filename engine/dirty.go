@@ -25,6 +25,9 @@ import (
 // before the journal record it stands for can be trimmed. Format: see
 // docs/formats.md ("Dirty-region map").
 type dirtyMap struct {
+	// saveMu serialises saves: each writes the same temporary file, and
+	// the image encoded last must be the one renamed into place last.
+	saveMu     sync.Mutex
 	mu         sync.Mutex
 	path       string // "" keeps it in memory only (tests)
 	regionSize uint64
@@ -250,6 +253,8 @@ func loadDirtyMap(path string) (*dirtyMap, error) {
 
 // save writes the map if it changed since the last save.
 func (m *dirtyMap) save() error {
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
 	m.mu.Lock()
 	if !m.changed || m.path == "" {
 		m.mu.Unlock()

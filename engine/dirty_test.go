@@ -2,6 +2,7 @@ package engine
 
 import (
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -107,4 +108,37 @@ func FuzzDecodeDirtyMap(f *testing.F) {
 			t.Fatalf("run [%d,+%d) beyond %d", s, n, m.size)
 		}
 	})
+}
+
+// Saves from several goroutines (the progress ticker, a checkpoint, the
+// end of a resync) never fail on each other's temporary file, and the
+// file ends with the last state.
+func TestDirtyMapConcurrentSaves(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dirty.map")
+	m, err := newDirtyMap(path, 1<<20, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 100 {
+				m.mark(uint64(i*100+j)<<20, 1)
+				if err := m.save(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got, err := loadDirtyMap(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.count != 400 {
+		t.Fatalf("saved map has %d regions, want 400", got.count)
+	}
 }

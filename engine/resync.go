@@ -539,15 +539,20 @@ func (v *Volume) startJob(kind string, epoch uint64, full, repair bool, total ui
 // runResync compares and sends the dirty regions until the map is empty,
 // then tells the target it is UpToDate.
 func (v *Volume) runResync(link transport.Link, epoch uint64, full bool, total uint64) {
-	job, err := v.startJob("resync", epoch, full, true, total)
+	job, err := v.startJob("resync", epoch, full, false, total)
 	if err != nil {
 		v.dropLink(epoch, err)
 		return
 	}
 	stopProgress := make(chan struct{})
-	go v.reportProgress(link, job, stopProgress)
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		v.reportProgress(link, job, stopProgress)
+	}()
 	err = v.scanDirty(link, job)
 	close(stopProgress)
+	<-progressDone
 	if err == nil {
 		err = v.finishResync(link, epoch)
 	}
