@@ -44,4 +44,13 @@
 // oracle, link cut and blackhole with catch-up, overlapping writes from two
 // connections, refusals (other CA, uuid, size, garbage), and a role switch
 // by CLI. Images are compared byte for byte.
+//
+// Resync tests (resync_test.go): pairs created with `create --existing`
+// over differing data (1% of chunks, and entirely different) sync by
+// themselves with bytes on the wire counted by the proxy; an outage past
+// replication.retain under a verified load ends in a dirty-region resync;
+// a rate-limited resync interrupted by kill -9 of either node resumes;
+// verify finds bytes flipped behind the daemon's back (table, --json,
+// exit 1), --repair fixes them, and verify under a write load reports
+// nothing; a full resync runs under a verified write load.
 package e2e
