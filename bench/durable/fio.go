@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/twinblock/twinblock/bench"
+	"github.com/twinblock/twinblock/bench/benchutil"
 )
 
 // fioCmd is one fio process: its arguments (without the binary and without
@@ -212,13 +212,4 @@ func nbdMeasure(r bench.Result) Measure {
 }
 
 // quoteArgs renders a command line for the report.
-func quoteArgs(args []string) string {
-	parts := make([]string, len(args))
-	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " \t'\"?&") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		parts[i] = a
-	}
-	return strings.Join(parts, " ")
-}
+func quoteArgs(argv []string) string { return benchutil.QuoteArgs(argv, " \t'\"?&") }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"time"
 
 	"github.com/twinblock/twinblock/bench"
+	"github.com/twinblock/twinblock/bench/benchutil"
 )
 
 // process is one long-running child (a twinblock daemon or proxy): the
@@ -51,21 +51,7 @@ func (p *process) stop(grace time.Duration) error {
 // runCommand runs a short command (twinblock create, certs, status, df)
 // under timeout and returns its standard output.
 func runCommand(ctx context.Context, timeout time.Duration, argv ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var stderr bench.TailBuffer
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 2 * time.Second
-	cmd.SysProcAttr = bench.ChildProcAttr()
-	out, err := cmd.Output()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (timeout %s)", ctx.Err(), timeout)
-		}
-		return out, fmt.Errorf("%w: %s: %w: %s", ErrCommand, quoteArgs(argv), err, bench.OneLine(stderr.String()))
-	}
-	return out, nil
+	return benchutil.Command{Argv: argv, Timeout: timeout, Err: ErrCommand, Quote: quoteArgs}.Output(ctx)
 }
 
 // poll calls try every interval until it returns nil, one of procs exits,

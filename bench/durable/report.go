@@ -3,13 +3,12 @@ package durable
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
 	"github.com/twinblock/twinblock/bench"
+	"github.com/twinblock/twinblock/bench/benchutil"
 )
 
 // Measure is what one sample (or the median of a row's samples) measured.
@@ -219,14 +218,7 @@ func (r *Report) perRound(keys []string, f func(m map[string]Measure) (float64, 
 }
 
 // Met counts the valid targets met, and all targets.
-func (r *Report) Met() (met, total int) {
-	for _, t := range r.Targets {
-		if t.Pass() {
-			met++
-		}
-	}
-	return met, len(r.Targets)
-}
+func (r *Report) Met() (met, total int) { return benchutil.Met(r.Targets) }
 
 // TargetTable renders the targets as a markdown table with ✓/✗.
 func (r *Report) TargetTable() string {
@@ -281,21 +273,10 @@ func (r *Report) Table() string {
 // Markdown renders NAME.md: what ran where, the tables, every sample.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n\n", r.Title)
-	fmt.Fprintf(&b, "- Date: %s\n", r.Date.Format(time.RFC3339))
-	if r.Command != "" {
-		fmt.Fprintf(&b, "- Command: `%s`\n", r.Command)
-	}
 	m := r.Machine
-	fmt.Fprintf(&b, "- Machine: %d CPUs", m.NProc)
-	if m.CPU != "" {
-		fmt.Fprintf(&b, " (%s)", m.CPU)
-	}
-	fmt.Fprintf(&b, ", kernel %s, %s, %s", m.Kernel, m.Fio, m.Go)
-	if m.LoadStart != "" {
-		fmt.Fprintf(&b, "; load average %s at start, %s at end", m.LoadStart, m.LoadEnd)
-	}
-	b.WriteString("\n")
+	benchutil.Head{Title: r.Title, Date: r.Date, Command: r.Command, NProc: m.NProc, CPU: m.CPU,
+		Rest:      fmt.Sprintf(", kernel %s, %s, %s", m.Kernel, m.Fio, m.Go),
+		LoadStart: m.LoadStart, LoadEnd: m.LoadEnd}.Write(&b)
 	s := r.Settings
 	fmt.Fprintf(&b, "- Each sample: `--time_based --runtime %s`", s.Runtime)
 	if s.RampTime > 0 {
@@ -314,16 +295,7 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "- Disk (`df -PT %s`):\n\n```\n%s\n```\n\n", s.Dir, strings.TrimSpace(m.Disk))
 
 	met, total := r.Met()
-	fmt.Fprintf(&b, "## Targets: %d of %d met\n\n", met, total)
-	b.WriteString(r.TargetTable())
-	b.WriteString("\n## Medians\n\n")
-	b.WriteString(r.RowTable())
-	if len(r.Notes) > 0 {
-		b.WriteString("\n## Notes\n\n")
-		for _, n := range r.Notes {
-			fmt.Fprintf(&b, "- %s\n", n)
-		}
-	}
+	benchutil.WriteResults(&b, met, total, r.TargetTable(), r.RowTable(), r.Notes)
 	b.WriteString("\n## How each row was run\n\n")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "- **%s** (`%s`): %s\n", row.Name, row.Key, row.Command)
@@ -380,13 +352,7 @@ func setupOrder(m map[string][]string) []string {
 
 // WriteFiles writes NAME.md and NAME.json into dir, creating it.
 func (r *Report) WriteFiles(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := bench.WriteJSON(filepath.Join(dir, r.Name+".json"), r); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, r.Name+".md"), []byte(r.Markdown()), 0o644)
+	return benchutil.WriteFiles(dir, r.Name, r, r.Markdown())
 }
 
 // machineInfo gathers the facts the report states about the machine.

@@ -1,9 +1,9 @@
 package durable
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
+	"errors"
+
+	"github.com/twinblock/twinblock/bench/benchutil"
 )
 
 // VolumeStatus is the part of one element of `twinblock status --json`
@@ -30,43 +30,18 @@ const maxStatusVolumes = 1024
 // ParseStatus decodes `twinblock status --json`: a JSON array of volume
 // states. Unknown fields are ignored (the daemon adds fields over time).
 func ParseStatus(data []byte) ([]VolumeStatus, error) {
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 || data[0] != '[' {
-		return nil, fmt.Errorf("%w: not a JSON array", ErrStatusOutput)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStatusOutput, err)
-	}
-	var vs []VolumeStatus
-	for dec.More() {
-		if len(vs) == maxStatusVolumes {
-			return nil, fmt.Errorf("%w: more than %d volumes", ErrStatusOutput, maxStatusVolumes)
-		}
-		var v VolumeStatus
-		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrStatusOutput, err)
-		}
+	return benchutil.DecodeArray(data, maxStatusVolumes, ErrStatusOutput, func(v *VolumeStatus) error {
 		if v.Name == "" {
-			return nil, fmt.Errorf("%w: volume without a name", ErrStatusOutput)
+			return errors.New("volume without a name")
 		}
-		vs = append(vs, v)
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStatusOutput, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: data after the array", ErrStatusOutput)
-	}
-	return vs, nil
+		return nil
+	})
 }
+
+// VolumeName is the name of the volume v is the state of.
+func (v VolumeStatus) VolumeName() string { return v.Name }
 
 // findVolume returns the state of volume name.
 func findVolume(vs []VolumeStatus, name string) (VolumeStatus, error) {
-	for _, v := range vs {
-		if v.Name == name {
-			return v, nil
-		}
-	}
-	return VolumeStatus{}, fmt.Errorf("%w: no volume %q", ErrStatusOutput, name)
+	return benchutil.FindVolume(vs, name, ErrStatusOutput)
 }

@@ -2,13 +2,12 @@ package rbdbench
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
 	"github.com/twinblock/twinblock/bench"
+	"github.com/twinblock/twinblock/bench/benchutil"
 )
 
 // Report is one run: every sample, the medians and the ratios.
@@ -169,11 +168,5 @@ const notes = `
 
 // WriteFiles writes DIR/rbd.md and DIR/rbd.json.
 func (r *Report) WriteFiles(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "rbd.md"), []byte(r.Markdown()), 0o644); err != nil {
-		return err
-	}
-	return bench.WriteJSON(filepath.Join(dir, "rbd.json"), r)
+	return benchutil.WriteFiles(dir, "rbd", r, r.Markdown())
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twinblock/twinblock/bench"
+	"github.com/twinblock/twinblock/bench/benchutil"
 	"github.com/twinblock/twinblock/bench/proxy"
 )
 
@@ -237,21 +237,7 @@ func parseProcStatCPU(line string) float64 {
 
 // runCommand runs a short command under timeout and returns its stdout.
 func runCommand(ctx context.Context, timeout time.Duration, argv ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var stderr bench.TailBuffer
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 2 * time.Second
-	cmd.SysProcAttr = bench.ChildProcAttr()
-	out, err := cmd.Output()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (timeout %s)", ctx.Err(), timeout)
-		}
-		return out, fmt.Errorf("%w: %s: %w: %s", ErrCommand, quoteArgs(argv), err, bench.OneLine(stderr.String()))
-	}
-	return out, nil
+	return benchutil.Command{Argv: argv, Timeout: timeout, Err: ErrCommand, Quote: quoteArgs}.Output(ctx)
 }
 
 // showArgs renders a daemon's command line for the report: the binary as
@@ -269,13 +255,4 @@ func (p *pair) showArgs(argv []string) string {
 }
 
 // quoteArgs renders argv for a shell.
-func quoteArgs(argv []string) string {
-	out := make([]string, len(argv))
-	for i, a := range argv {
-		if a == "" || strings.ContainsAny(a, " \t'\"\\$&;|<>()*?") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		out[i] = a
-	}
-	return strings.Join(out, " ")
-}
+func quoteArgs(argv []string) string { return benchutil.QuoteArgs(argv, " \t'\"\\$&;|<>()*?") }

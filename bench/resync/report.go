@@ -2,13 +2,12 @@ package resync
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/twinblock/twinblock/bench"
+	"github.com/twinblock/twinblock/bench/benchutil"
 )
 
 // Goals of issue 5's Performance section.
@@ -420,51 +419,24 @@ func (r *Report) Table() string {
 }
 
 // Met counts the valid targets met, and all targets.
-func (r *Report) Met() (met, total int) {
-	for _, t := range r.Targets {
-		if t.Pass() {
-			met++
-		}
-	}
-	return met, len(r.Targets)
-}
+func (r *Report) Met() (met, total int) { return benchutil.Met(r.Targets) }
 
 // Markdown renders NAME.md.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n\n", r.Title)
-	fmt.Fprintf(&b, "- Date: %s\n", r.Date.Format(time.RFC3339))
-	if r.Command != "" {
-		fmt.Fprintf(&b, "- Command: `%s`\n", r.Command)
-	}
 	m := r.Machine
-	fmt.Fprintf(&b, "- Machine: %d CPUs", m.NProc)
-	if m.CPU != "" {
-		fmt.Fprintf(&b, " (%s)", m.CPU)
-	}
+	rest := fmt.Sprintf(", kernel %s, %s", m.Kernel, m.Go)
 	if m.Memory != "" {
-		fmt.Fprintf(&b, ", %s of RAM", m.Memory)
+		rest = fmt.Sprintf(", %s of RAM", m.Memory) + rest
 	}
-	fmt.Fprintf(&b, ", kernel %s, %s", m.Kernel, m.Go)
-	if m.LoadStart != "" {
-		fmt.Fprintf(&b, "; load average %s at start, %s at end", m.LoadStart, m.LoadEnd)
-	}
-	b.WriteString("\n")
+	benchutil.Head{Title: r.Title, Date: r.Date, Command: r.Command, NProc: m.NProc, CPU: m.CPU,
+		Rest: rest, LoadStart: m.LoadStart, LoadEnd: m.LoadEnd}.Write(&b)
 	s := r.Settings
 	fmt.Fprintf(&b, "- Volume %s; %d of %d chunks of %s (%.2f%%) rewritten with random data on the secondary before each round; %d rounds, medians; page cache %s; seed %d.\n",
 		bench.FormatBytes(s.Size), s.ChangedChunks, s.Size/s.ChunkSize, fmtKiB(s.ChunkSize), 100*s.Changed, s.Repeat, s.Cache, s.Seed)
 	fmt.Fprintf(&b, "- Disk (`df -PT %s`):\n\n```\n%s\n```\n\n", s.Dir, strings.TrimSpace(m.Disk))
 	met, total := r.Met()
-	fmt.Fprintf(&b, "## Targets: %d of %d met\n\n", met, total)
-	b.WriteString(r.TargetTable())
-	b.WriteString("\n## Medians\n\n")
-	b.WriteString(r.MedianTable())
-	if len(r.Notes) > 0 {
-		b.WriteString("\n## Notes\n\n")
-		for _, n := range r.Notes {
-			fmt.Fprintf(&b, "- %s\n", n)
-		}
-	}
+	benchutil.WriteResults(&b, met, total, r.TargetTable(), r.MedianTable(), r.Notes)
 	b.WriteString("\n## Every round\n\n| round | order | read O_DIRECT | O_DIRECT 4 in flight | read buffered | read both | resync | resync wall | wire bytes | sent bytes | CPU busy | daemons' CPU | note |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	sec := func(m *ReadMeasure) string {
 		if m == nil {
@@ -504,11 +476,5 @@ func (r *Report) Markdown() string {
 
 // WriteFiles writes NAME.md and NAME.json into dir, creating it.
 func (r *Report) WriteFiles(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := bench.WriteJSON(filepath.Join(dir, r.Name+".json"), r); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, r.Name+".md"), []byte(r.Markdown()), 0o644)
+	return benchutil.WriteFiles(dir, r.Name, r, r.Markdown())
 }

@@ -2,14 +2,13 @@ package resync
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twinblock/twinblock/test/testenv"
 )
 
 // tbBin is the twinblock binary TestMain built for the smoke test; ""
@@ -20,39 +19,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	code := func() int {
-		if testing.Short() {
-			return m.Run()
-		}
-		dir, err := os.MkdirTemp("", "resync-bench-bin-")
-		if err != nil {
-			buildErr = err
-			return m.Run()
-		}
-		defer os.RemoveAll(dir)
-		tbBin, buildErr = buildTwinblock(dir)
-		return m.Run()
-	}()
-	os.Exit(code)
-}
-
-// buildTwinblock builds ./cmd/twinblock of this module into dir, under a
-// timeout.
-func buildTwinblock(dir string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	root, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
-	if err != nil {
-		return "", fmt.Errorf("finding the module root: %w", err)
-	}
-	bin := filepath.Join(dir, "twinblock")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/twinblock")
-	cmd.Dir = strings.TrimSpace(string(root))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w: %s", err, out)
-	}
-	return bin, nil
+	os.Exit(testenv.MainWithBuild(m, "resync-bench-bin-", &tbBin, &buildErr))
 }
 
 // TestSmokeWarm runs the whole benchmark on a small volume with a warm

@@ -1,9 +1,10 @@
 package resync
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
+
+	"github.com/twinblock/twinblock/bench/benchutil"
 )
 
 // Progress is the part of a resync progress object of `twinblock status
@@ -50,46 +51,21 @@ const maxStatusVolumes = 1024
 // ParseStatus decodes `twinblock status --json`: a JSON array of volume
 // states. Unknown fields are ignored (the daemon adds fields over time).
 func ParseStatus(data []byte) ([]VolumeStatus, error) {
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 || data[0] != '[' {
-		return nil, fmt.Errorf("%w: not a JSON array", ErrStatusOutput)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStatusOutput, err)
-	}
-	var vs []VolumeStatus
-	for dec.More() {
-		if len(vs) == maxStatusVolumes {
-			return nil, fmt.Errorf("%w: more than %d volumes", ErrStatusOutput, maxStatusVolumes)
-		}
-		var v VolumeStatus
-		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrStatusOutput, err)
-		}
+	return benchutil.DecodeArray(data, maxStatusVolumes, ErrStatusOutput, func(v *VolumeStatus) error {
 		if v.Name == "" {
-			return nil, fmt.Errorf("%w: volume without a name", ErrStatusOutput)
+			return errors.New("volume without a name")
 		}
 		if p := v.Resync; p != nil && (p.DoneBytes > p.TotalBytes || p.Elapsed < 0 || p.Elapsed != p.Elapsed) {
-			return nil, fmt.Errorf("%w: volume %s: implausible resync progress %+v", ErrStatusOutput, v.Name, *p)
+			return fmt.Errorf("volume %s: implausible resync progress %+v", v.Name, *p)
 		}
-		vs = append(vs, v)
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStatusOutput, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: data after the array", ErrStatusOutput)
-	}
-	return vs, nil
+		return nil
+	})
 }
+
+// VolumeName is the name of the volume v is the state of.
+func (v VolumeStatus) VolumeName() string { return v.Name }
 
 // findVolume returns the state of volume name.
 func findVolume(vs []VolumeStatus, name string) (VolumeStatus, error) {
-	for _, v := range vs {
-		if v.Name == name {
-			return v, nil
-		}
-	}
-	return VolumeStatus{}, fmt.Errorf("%w: no volume %q", ErrStatusOutput, name)
+	return benchutil.FindVolume(vs, name, ErrStatusOutput)
 }

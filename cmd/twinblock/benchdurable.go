@@ -103,7 +103,7 @@ sample). Needs fio (Debian: apt-get install fio).`,
 			if err != nil {
 				return err
 			}
-			return runBenchDurable(cmd, f.out, "journal", func(ctx context.Context) (*durable.Report, error) {
+			return runBenchReport(cmd, f.out, "journal", func(ctx context.Context) (*durable.Report, error) {
 				return durable.RunJournal(ctx, o)
 			})
 		},
@@ -148,7 +148,7 @@ Needs fio (Debian: apt-get install fio) and taskset (util-linux).`,
 			if err != nil {
 				return err
 			}
-			return runBenchDurable(cmd, f.out, "pair", func(ctx context.Context) (*durable.Report, error) {
+			return runBenchReport(cmd, f.out, "pair", func(ctx context.Context) (*durable.Report, error) {
 				return durable.RunPair(ctx, o)
 			})
 		},
@@ -159,10 +159,20 @@ Needs fio (Debian: apt-get install fio) and taskset (util-linux).`,
 	return cmd
 }
 
-// runBenchDurable runs one benchmark, prints its tables and writes its
+// benchReport is what the bench commands print and write.
+type benchReport interface {
+	Table() string
+	Met() (met, total int)
+	WriteFiles(dir string) error
+}
+
+// runBenchReport runs one benchmark, prints its tables and writes its
 // files (not after an interrupt: a partial run would overwrite a complete
 // report).
-func runBenchDurable(cmd *cobra.Command, out, name string, run func(context.Context) (*durable.Report, error)) error {
+func runBenchReport[T any, R interface {
+	*T
+	benchReport
+}](cmd *cobra.Command, out, name string, run func(context.Context) (R, error)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := run(ctx)
@@ -176,11 +186,21 @@ func runBenchDurable(cmd *cobra.Command, out, name string, run func(context.Cont
 		fmt.Fprintln(cmd.ErrOrStderr(), "interrupted: partial results above, nothing written")
 		return err
 	}
-	if out != "" {
-		if werr := rep.WriteFiles(out); werr != nil {
-			return errors.Join(err, fmt.Errorf("bench: writing report: %w", werr))
-		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s and %s\n", filepath.Join(out, name+".md"), filepath.Join(out, name+".json"))
+	if werr := writeBenchFiles(cmd, out, name, rep.WriteFiles); werr != nil {
+		return errors.Join(err, werr)
 	}
 	return err
+}
+
+// writeBenchFiles writes a report's NAME.md and NAME.json into out with
+// write, and says so; nothing when out is "".
+func writeBenchFiles(cmd *cobra.Command, out, name string, write func(dir string) error) error {
+	if out == "" {
+		return nil
+	}
+	if err := write(out); err != nil {
+		return fmt.Errorf("bench: writing report: %w", err)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s and %s\n", filepath.Join(out, name+".md"), filepath.Join(out, name+".json"))
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -72,13 +71,7 @@ fio has it) and the rbd CLI (ceph-common).`,
 				return errors.Join(err, ctx.Err(), errors.New("bench rbd: incomplete run, nothing written"))
 			}
 			fmt.Fprint(cmd.OutOrStdout(), "\n"+rep.Table())
-			if out != "" {
-				if err := rep.WriteFiles(out); err != nil {
-					return fmt.Errorf("bench: writing report: %w", err)
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s and %s\n", filepath.Join(out, "rbd.md"), filepath.Join(out, "rbd.json"))
-			}
-			return nil
+			return writeBenchFiles(cmd, out, "rbd", rep.WriteFiles)
 		},
 	}
 	fl := cmd.Flags()

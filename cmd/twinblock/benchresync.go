@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -66,31 +62,14 @@ removed at the end unless --keep.`,
 			if err != nil {
 				return fmt.Errorf("bench: finding this binary: %w", err)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			rep, err := resync.Run(ctx, resync.Options{
-				Twinblock: exe, Dir: f.dir, Size: int64(f.size), Changed: f.changed / 100,
-				Repeat: f.repeat, Cache: f.cache, Seed: f.seed, Keep: f.keep,
-				StartTimeout: f.startTimeout, PassTimeout: f.passTimeout,
-				Progress: cmd.ErrOrStderr(), Command: commandLine(),
+			return runBenchReport(cmd, f.out, "resync", func(ctx context.Context) (*resync.Report, error) {
+				return resync.Run(ctx, resync.Options{
+					Twinblock: exe, Dir: f.dir, Size: int64(f.size), Changed: f.changed / 100,
+					Repeat: f.repeat, Cache: f.cache, Seed: f.seed, Keep: f.keep,
+					StartTimeout: f.startTimeout, PassTimeout: f.passTimeout,
+					Progress: cmd.ErrOrStderr(), Command: commandLine(),
+				})
 			})
-			if rep == nil {
-				return err
-			}
-			fmt.Fprint(cmd.OutOrStdout(), "\n"+rep.Table())
-			met, total := rep.Met()
-			fmt.Fprintf(cmd.OutOrStdout(), "\n%d of %d targets met\n", met, total)
-			if ctx.Err() != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "interrupted: partial results above, nothing written")
-				return err
-			}
-			if f.out != "" {
-				if werr := rep.WriteFiles(f.out); werr != nil {
-					return errors.Join(err, fmt.Errorf("bench: writing report: %w", werr))
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s and %s\n", filepath.Join(f.out, "resync.md"), filepath.Join(f.out, "resync.json"))
-			}
-			return err
 		},
 	}
 	fl := cmd.Flags()

@@ -33,7 +33,7 @@ func TestRBDCreate(t *testing.T) {
 	if info.Size != 48*mib || len(info.Features) != 1 || info.Features[0] != "layering" {
 		t.Fatalf("rbd info: %s", out)
 	}
-	cfg := readText(t, n.cfg)
+	cfg := readText(t, n.Cfg)
 	for _, want := range []string{"type: rbd", "pool: rbd", "image: " + n.image, "ceph_conf: " + clusterA.Conf, "dir: journal"} {
 		if !strings.Contains(cfg, want) {
 			t.Fatalf("config lacks %q:\n%s", want, cfg)
@@ -42,36 +42,36 @@ func TestRBDCreate(t *testing.T) {
 
 	// The same image for another volume: refused, unless --existing.
 	m := newNode(t, root, "m")
-	args := []string{"create", volume, "--config", m.cfg, "--backend", "rbd", "--ceph-conf", clusterA.Conf,
-		"--keyring", clusterA.Keyring, "--pool", clusterA.Pool, "--image", n.image, "--journal-dir", filepath.Join(m.dir, "j")}
-	r := tb(t, m.dir, append(args, "--size", "48M")...)
+	args := []string{"create", volume, "--config", m.Cfg, "--backend", "rbd", "--ceph-conf", clusterA.Conf,
+		"--keyring", clusterA.Keyring, "--pool", clusterA.Pool, "--image", n.image, "--journal-dir", filepath.Join(m.Dir, "j")}
+	r := tb(t, m.Dir, append(args, "--size", "48M")...)
 	if r.err == nil || !strings.Contains(r.stderr, "rbd: image already exists: rbd/"+n.image+" (give --existing") {
 		t.Fatalf("create over an existing image: %s", r)
 	}
-	r = tb(t, m.dir, append(args, "--existing", "--size", "64M")...)
+	r = tb(t, m.Dir, append(args, "--existing", "--size", "64M")...)
 	if r.err == nil || !strings.Contains(r.stderr, "holds 48M") {
 		t.Fatalf("create --existing with another size: %s", r)
 	}
-	for _, p := range []string{m.cfg, filepath.Join(m.dir, "j")} {
+	for _, p := range []string{m.Cfg, filepath.Join(m.Dir, "j")} {
 		if _, err := os.Stat(p); err == nil {
 			t.Fatalf("a failed create left %s behind", p)
 		}
 	}
-	mustTB(t, m.dir, append(args, "--existing")...)
+	mustTB(t, m.Dir, append(args, "--existing")...)
 
 	// A pool that is not there: nothing created, nothing written.
 	x := newNode(t, root, "x")
 	img := rbdtest.ImageName("never")
-	r = tb(t, x.dir, "create", volume, "--config", x.cfg, "--backend", "rbd", "--ceph-conf", clusterA.Conf,
-		"--keyring", clusterA.Keyring, "--pool", "nosuchpool", "--image", img, "--size", "8M", "--journal-dir", filepath.Join(x.dir, "j"))
+	r = tb(t, x.Dir, "create", volume, "--config", x.Cfg, "--backend", "rbd", "--ceph-conf", clusterA.Conf,
+		"--keyring", clusterA.Keyring, "--pool", "nosuchpool", "--image", img, "--size", "8M", "--journal-dir", filepath.Join(x.Dir, "j"))
 	if r.err == nil || !strings.Contains(r.stderr, `rbd: pool not found: "nosuchpool"`) {
 		t.Fatalf("create in a missing pool: %s", r)
 	}
-	if _, err := os.Stat(x.cfg); err == nil {
+	if _, err := os.Stat(x.Cfg); err == nil {
 		t.Fatal("a failed create wrote the config")
 	}
 	// Refused before touching the cluster: no journal dir.
-	r = tb(t, x.dir, "create", volume, "--config", x.cfg, "--backend", "rbd", "--pool", "rbd", "--image", img, "--size", "8M")
+	r = tb(t, x.Dir, "create", volume, "--config", x.Cfg, "--backend", "rbd", "--pool", "rbd", "--image", img, "--size", "8M")
 	if r.err == nil || !strings.Contains(r.stderr, "--journal-dir: required for --backend rbd") {
 		t.Fatalf("create without --journal-dir: %s", r)
 	}

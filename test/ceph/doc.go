@@ -8,7 +8,9 @@
 // TestMain builds ./cmd/twinblock with -tags ceph,pacific and uses the
 // clusters TWINBLOCK_CEPH_A and TWINBLOCK_CEPH_B name (directories made by
 // the script, as make test-ceph does), or starts two itself and stops them
-// at the end. Cluster a and cluster b stand for two datacenters.
+// at the end. Cluster a and cluster b stand for two datacenters. The
+// processes, nodes, status polls and verified loads are test/testenv's,
+// shared with test/e2e.
 //
 //	TestRBDVolumeNBD        qemu-io patterns, write-zeroes, discard, then
 //	                        fio --ioengine=nbd --verify=crc32c on an

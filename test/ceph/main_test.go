@@ -3,17 +3,13 @@
 package ceph
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/twinblock/twinblock/engine/backend/rbd/rbdtest"
+	"github.com/twinblock/twinblock/test/testenv"
 )
 
 var (
@@ -62,22 +58,5 @@ func buildBinary(dir string) (string, error) {
 	if b := os.Getenv("TWINBLOCK_CEPH_E2E_BIN"); b != "" {
 		return filepath.Abs(b)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside a Go module")
-	}
-	bin := filepath.Join(dir, "twinblock")
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "ceph,pacific", "-o", bin, "./cmd/twinblock")
-	cmd.Dir = filepath.Dir(gomod)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, out)
-	}
-	return bin, nil
+	return testenv.BuildTwinblock(dir, testenv.BuildOptions{Tags: "ceph,pacific", Env: []string{"CGO_ENABLED=1"}})
 }

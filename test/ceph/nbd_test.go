@@ -87,8 +87,8 @@ func TestRBDVolumeNBD(t *testing.T) {
 	needTools(t, "qemu-io", "fio")
 	n := newNode(t, shortTempDir(t), "a")
 	n.create("256M", n.rbdArgs(clusterA))
-	n.start()
-	uri := n.srv.uri()
+	n.Start()
+	uri := n.Srv.URI(volume)
 
 	qemuIO(t, uri,
 		"write -P 0x5a 0 1M",
@@ -115,7 +115,7 @@ func TestRBDVolumeNBD(t *testing.T) {
 	}
 	qemuIO(t, uri, check...)
 	fioVerify(t, uri, "--fsync=64", "--end_fsync=1")
-	n.stop()
+	n.Stop()
 
 	// After a clean stop the image itself holds everything: read it with
 	// rbd export, not through twinblock.
@@ -138,11 +138,11 @@ func TestRBDVolumeNBD(t *testing.T) {
 	want(3200*kib, 4*kib, 0)
 
 	// Restart: the same bytes, and fio finds every block it wrote.
-	n.start()
-	qemuIO(t, n.srv.uri(), check...)
+	n.Start()
+	qemuIO(t, n.Srv.URI(volume), check...)
 	args := []string{"--verify_only"}
-	fioVerify(t, n.srv.uri(), args...)
-	n.stop()
+	fioVerify(t, n.Srv.URI(volume), args...)
+	n.Stop()
 }
 
 // TestRBDServeBadSettings: serve refuses to start, before exporting
@@ -155,14 +155,14 @@ func TestRBDServeBadSettings(t *testing.T) {
 		{"pool: rbd", "pool: nosuchpool", `rbd: pool not found: "nosuchpool" does not exist`},
 		{"keyring: " + clusterA.Keyring, "keyring: " + clusterB.Keyring, "client.admin was refused (check its key in " + clusterB.Keyring},
 	}
-	orig := readText(t, n.cfg)
+	orig := readText(t, n.Cfg)
 	for _, tc := range cases {
 		if !strings.Contains(orig, tc.from) {
 			t.Fatalf("config has no %q:\n%s", tc.from, orig)
 		}
-		writeText(t, n.cfg, strings.Replace(orig, tc.from, tc.to, 1))
+		writeText(t, n.Cfg, strings.Replace(orig, tc.from, tc.to, 1))
 		start := time.Now()
-		r := runIn(t, n.dir, clientTimeout, tbBin, "serve", "--config", n.cfg, "--listen", freeAddr(t))
+		r := runIn(t, n.Dir, clientTimeout, tbBin, "serve", "--config", n.Cfg, "--listen", freeAddr(t))
 		if r.err == nil {
 			t.Fatalf("serve with %q started:\n%s", tc.to, r)
 		}

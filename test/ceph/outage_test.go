@@ -17,15 +17,15 @@ func TestRBDClusterOutage(t *testing.T) {
 	seed := testSeed(t)
 	n := newNode(t, shortTempDir(t), "a")
 	n.create("32M", n.rbdArgs(clusterB))
-	cfg := readText(t, n.cfg)
+	cfg := readText(t, n.Cfg)
 	line := "      image: " + n.image + "\n"
 	if !strings.Contains(cfg, line) {
 		t.Fatalf("config layout:\n%s", cfg)
 	}
-	writeText(t, n.cfg, strings.Replace(cfg, line, line+"      op_timeout: 3s\n", 1))
-	n.start()
+	writeText(t, n.Cfg, strings.Replace(cfg, line, line+"      op_timeout: 3s\n", 1))
+	n.Start()
 
-	c := n.dial()
+	c := n.Dial()
 	wait := startLoad(c, loadOptions(seed, 0, 2048, 16, time.Minute))
 	time.Sleep(700 * time.Millisecond)
 	if err := clusterB.Pause(); err != nil {
@@ -53,12 +53,12 @@ func TestRBDClusterOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumed = true
-	n.kill9()
-	n.start() // replays the journal into the image
-	cb := n.dial()
+	n.Kill9()
+	n.Start() // replays the journal into the image
+	cb := n.Dial()
 	res := verifyOn(t, n, cb, log, "after the outage and a restart")
 	cb.Close()
-	n.stop()
+	n.Stop()
 	if _, err := log.Verify(memDevice(exportImage(t, clusterB, n.image))); err != nil {
 		t.Fatalf("rbd export after the restart: %v", err)
 	}

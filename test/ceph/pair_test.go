@@ -9,7 +9,6 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,16 +18,12 @@ import (
 	"github.com/twinblock/twinblock/bench/proxy"
 	"github.com/twinblock/twinblock/engine"
 	"github.com/twinblock/twinblock/nbd"
+	"github.com/twinblock/twinblock/test/testenv"
 )
 
 // killPoints is how many kill -9 points TestRBDPairKill9 tries
 // (TWINBLOCK_CEPH_KILL_POINTS raises it).
-func killPoints() int {
-	if n, err := strconv.Atoi(os.Getenv("TWINBLOCK_CEPH_KILL_POINTS")); err == nil && n > 0 {
-		return n
-	}
-	return 4
-}
+func killPoints() int { return testenv.EnvCount("TWINBLOCK_CEPH_KILL_POINTS", 4) }
 
 // TestRBDPairKill9: a sync pair whose primary keeps its volume on cluster a
 // and whose secondary keeps it on cluster b. A verified write load runs on
@@ -57,18 +52,18 @@ func TestRBDPairKill9(t *testing.T) {
 				"--peer-address", px.Addr(), "--tls-dir", certs}
 			uuid := a.create("32M", a.rbdArgs(clusterA), aRepl...)
 			b.create("32M", b.rbdArgs(clusterB), append(b.replArgs(a, certs), "--uuid", uuid)...)
-			b.start()
-			a.start()
+			b.Start()
+			a.Start()
 			waitPair(a, b)
 
-			c := a.dial()
+			c := a.Dial()
 			wait := startLoad(c, loadOptions(seed+uint64(point), 0, 2048, 16, time.Minute))
 			time.Sleep(delay)
 			if siteLoss {
 				px.Blackhole()
 				time.Sleep(20 * time.Millisecond)
 			}
-			a.kill9()
+			a.Kill9()
 			if siteLoss {
 				px.Cut()
 			}
@@ -78,14 +73,14 @@ func TestRBDPairKill9(t *testing.T) {
 				t.Fatalf("no write acknowledged in %v before the kill", delay)
 			}
 			b.mustCLI("promote", volume)
-			cb := b.dial()
+			cb := b.Dial()
 			what := fmt.Sprintf("kill -9 after %v", delay)
 			if siteLoss {
 				what = fmt.Sprintf("site loss after %v", delay)
 			}
 			res := verifyOn(t, b, cb, log, what)
 			cb.Close()
-			b.stop()
+			b.Stop()
 			acked += log.Acked
 			t.Logf("%s: %d writes acknowledged, all %d blocks on b (%d held the in-flight version)",
 				what, log.Acked, res.Checked, res.InFlightOK)
@@ -103,11 +98,11 @@ func waitPair(a, b *node) { waitPairWithin(waitTimeout, a, b) }
 // waitPairWithin is waitPair with a bound of its own: a catch-up or
 // resync under load on a busy machine can take longer than a handshake.
 func waitPairWithin(d time.Duration, a, b *node) {
-	a.t.Helper()
-	a.waitForWithin(d, "connected to b, peer up to date", func(s engine.Status) bool {
+	a.T.Helper()
+	a.WaitForWithin(d, "connected to b, peer up to date", func(s engine.Status) bool {
 		return s.Conn == engine.ConnConnected && s.PeerDisk == engine.DiskUpToDate
 	})
-	b.waitForWithin(d, "connected to a, up to date", func(s engine.Status) bool {
+	b.WaitForWithin(d, "connected to a, up to date", func(s engine.Status) bool {
 		return s.Conn == engine.ConnConnected && s.Disk == engine.DiskUpToDate
 	})
 }
@@ -186,13 +181,13 @@ func migrate(t *testing.T, existing bool) {
 	root := shortTempDir(t)
 	a, b := newNode(t, root, "a"), newNode(t, root, "b")
 	uuid := a.create("64M", a.fileArgs(), a.replArgs(b, certs)...)
-	a.start()
+	a.Start()
 
 	// 1. a alone under load.
-	dev := &switchDevice{c: a.dial()}
+	dev := &switchDevice{c: a.Dial()}
 	ctx, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()
-	d := &errDevice{dev: dev}
+	d := &testenv.ErrDevice{Dev: dev}
 	var (
 		log    *ackload.Log
 		runErr error
@@ -203,7 +198,7 @@ func migrate(t *testing.T, existing bool) {
 		log, runErr = ackload.Run(ctx, d, loadOptions(seed, 0, 8192, 16, 2*time.Minute))
 	}()
 	time.Sleep(time.Second)
-	if st := a.status(); st.LastSeq == 0 || st.Conn == engine.ConnConnected {
+	if st := a.Status(); st.LastSeq == 0 || st.Conn == engine.ConnConnected {
 		t.Fatalf("a before b exists: %+v", st)
 	}
 
@@ -225,38 +220,38 @@ func migrate(t *testing.T, existing bool) {
 		extra = append(extra, "--existing")
 		size = ""
 	}
-	cargs := append([]string{"create", volume, "--config", b.cfg}, bArgs...)
+	cargs := append([]string{"create", volume, "--config", b.Cfg}, bArgs...)
 	if size != "" {
 		cargs = append(cargs, "--size", size)
 	}
-	mustTB(t, b.dir, append(cargs, extra...)...)
+	mustTB(t, b.Dir, append(cargs, extra...)...)
 	if existing {
-		if st := readText(t, filepath.Join(b.dir, "journal", "state.json")); !strings.Contains(st, "Inconsistent") {
+		if st := readText(t, filepath.Join(b.Dir, "journal", "state.json")); !strings.Contains(st, "Inconsistent") {
 			t.Fatalf("b created --existing over other data is not Inconsistent:\n%s", st)
 		}
 	}
-	b.start()
+	b.Start()
 	filled := time.Now()
 	waitPairWithin(3*time.Minute, a, b)
-	t.Logf("b up to date %v after it started (a's last seq now %d)", time.Since(filled).Round(time.Millisecond), a.status().LastSeq)
+	t.Logf("b up to date %v after it started (a's last seq now %d)", time.Since(filled).Round(time.Millisecond), a.Status().LastSeq)
 	time.Sleep(500 * time.Millisecond) // live replication under load
 
 	// 3. Planned switch.
 	held := dev.Switch(func() *nbd.Client {
 		a.mustCLI("demote", volume)
-		a.waitFor("secondary", func(s engine.Status) bool { return s.Role == engine.RoleSecondary })
+		a.WaitFor("secondary", func(s engine.Status) bool { return s.Role == engine.RoleSecondary })
 		b.mustCLI("promote", volume)
-		return b.dial()
+		return b.Dial()
 	})
 	t.Logf("client requests held %v for the switch", held.Round(time.Millisecond))
-	b.waitFor("primary, a following", func(s engine.Status) bool {
+	b.WaitFor("primary, a following", func(s engine.Status) bool {
 		return s.Role == engine.RolePrimary && s.Conn == engine.ConnConnected
 	})
 	time.Sleep(500 * time.Millisecond)
 
 	// 4. Retire a.
 	b.mustCLI("disconnect", volume)
-	a.stop()
+	a.Stop()
 	time.Sleep(500 * time.Millisecond) // b alone, still writing
 	stopLoad()
 	<-done
@@ -266,13 +261,13 @@ func migrate(t *testing.T, existing bool) {
 	if err := d.Err(); err != nil {
 		t.Fatalf("the client saw an error during the migration: %v (after %d acknowledged writes)", err, log.Acked)
 	}
-	cb := b.dial()
+	cb := b.Dial()
 	res := verifyOn(t, b, cb, log, "after the migration")
 	cb.Close()
-	if st := b.status(); st.Role != engine.RolePrimary {
+	if st := b.Status(); st.Role != engine.RolePrimary {
 		t.Fatalf("b after the migration: %+v", st)
 	}
-	b.stop()
+	b.Stop()
 	img := exportImage(t, clusterB, b.image)
 	if _, err := log.Verify(memDevice(img)); err != nil {
 		t.Fatalf("rbd export of b's image: %v", err)

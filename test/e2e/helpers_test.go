@@ -6,19 +6,18 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twinblock/twinblock/test/testenv"
 )
 
 // tbBin is the twinblock binary TestMain built.
@@ -51,13 +50,8 @@ func runMain(m *testing.M) int {
 		tbBin = abs
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "twinblock-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	bin, err := buildBinary(dir)
+	bin, remove, err := testenv.TempBuild("twinblock-e2e-", testenv.BuildOptions{Timeout: buildTimeout})
+	defer remove()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building twinblock:", err)
 		return 1
@@ -66,71 +60,13 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// buildBinary builds ./cmd/twinblock from the module root into dir.
-func buildBinary(dir string) (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("go tool not on PATH: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside a Go module (go env GOMOD is empty)")
-	}
-	bin := filepath.Join(dir, "twinblock")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./cmd/twinblock")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, out)
-	}
-	return bin, nil
-}
-
 // ---- client tools ----
-
-var toolCache struct {
-	sync.Mutex
-	paths map[string]string
-}
-
-// sbinDirs are searched after PATH: e2fsck, losetup and mkfs.ext4 live
-// there and a non-login root shell may not have them on PATH.
-var sbinDirs = []string{"/usr/sbin", "/sbin", "/usr/bin"}
-
-func lookTool(name string) (string, bool) {
-	toolCache.Lock()
-	defer toolCache.Unlock()
-	if p, ok := toolCache.paths[name]; ok {
-		return p, p != ""
-	}
-	if toolCache.paths == nil {
-		toolCache.paths = map[string]string{}
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		p = ""
-		for _, d := range sbinDirs {
-			c := filepath.Join(d, name)
-			if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-				p = c
-				break
-			}
-		}
-	}
-	toolCache.paths[name] = p
-	return p, p != ""
-}
 
 // needTools skips the test when a client binary is missing.
 func needTools(t *testing.T, names ...string) {
 	t.Helper()
 	for _, n := range names {
-		if _, ok := lookTool(n); !ok {
+		if _, ok := testenv.LookTool(n); !ok {
 			t.Skipf("%s is not installed (`make test-deps` installs qemu-utils, libnbd-bin, python3-libnbd, fio, nbdkit, fuse3, e2fsprogs)", n)
 		}
 		if n == "nbdsh" {
@@ -142,12 +78,6 @@ func needTools(t *testing.T, names ...string) {
 			}
 		}
 	}
-}
-
-// clientEnv puts /usr/bin first: nbdsh runs `python3 -m nbd`, and the first
-// python3 on these machines' PATH is not Debian's and lacks the module.
-func clientEnv() []string {
-	return append(os.Environ(), "PATH=/usr/bin:/usr/sbin:/sbin:"+os.Getenv("PATH"), "LC_ALL=C")
 }
 
 type result struct {
@@ -169,48 +99,20 @@ type cmdSpec struct {
 	dir     string
 }
 
-// command builds an exec.Cmd that runs in its own process group and has
-// the whole group killed when ctx ends, so a client's children cannot
-// outlive the timeout.
-func command(ctx context.Context, t *testing.T, name string, args ...string) *exec.Cmd {
-	t.Helper()
-	path := name
-	if !strings.Contains(name, "/") {
-		p, ok := lookTool(name)
-		if !ok {
-			t.Fatalf("%s not found", name)
-		}
-		path = p
-	}
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = clientEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
-}
+// command builds an exec.Cmd in its own process group, killed as a whole
+// when ctx ends.
+var command = testenv.Command
 
 func runSpec(t *testing.T, s cmdSpec) result {
 	t.Helper()
 	if s.timeout == 0 {
 		s.timeout = clientTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-	defer cancel()
-	cmd := command(ctx, t, s.name, s.args...)
-	cmd.Stdin = s.stdin
-	cmd.Dir = s.dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("timed out after %v: %w", s.timeout, err)
-	}
-	code := -1
-	if cmd.ProcessState != nil {
-		code = cmd.ProcessState.ExitCode()
-	}
-	return result{stdout: stdout.String(), stderr: stderr.String(), err: err, code: code}
+	return fromEnv(testenv.Run(t, testenv.Spec{Name: s.name, Args: s.args, Timeout: s.timeout, Stdin: s.stdin, Dir: s.dir}))
+}
+
+func fromEnv(r testenv.Result) result {
+	return result{stdout: r.Stdout, stderr: r.Stderr, err: r.Err, code: r.Code}
 }
 
 // run runs a client command with clientTimeout.
@@ -239,22 +141,11 @@ func nbdsh(t *testing.T, uri, script string) result {
 
 // syncBuffer collects a subprocess's stderr; the exec copier goroutine
 // writes while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type syncBuffer = testenv.SyncBuffer
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// timeouts are this suite's bounds, as testenv takes them.
+var timeouts = testenv.Timeouts{Client: clientTimeout, Start: startTimeout, Stop: stopTimeout,
+	Wait: waitTimeout, Poll: pollEvery}
 
 // serveOptions says how to start `twinblock serve`.
 type serveOptions struct {
@@ -267,14 +158,10 @@ type serveOptions struct {
 
 // server is one running `twinblock serve` process.
 type server struct {
-	t      *testing.T
+	*testenv.Server
 	addr   string // 127.0.0.1:PORT
 	socket string // unix socket path, "" when none
 	cmd    *exec.Cmd
-	log    *syncBuffer
-	done   chan struct{} // closed once the process has exited
-	state  *os.ProcessState
-	cancel context.CancelFunc
 }
 
 // memServer serves one mem volume named vol0 in flag form.
@@ -287,181 +174,18 @@ func memServer(t *testing.T, size string, socket bool) *server {
 }
 
 // startServer starts serve on a free loopback port and waits until it
-// accepts connections. A port taken between our probe and serve's listen
-// is retried with another port.
+// accepts connections; the test's cleanup kills it.
 func startServer(t *testing.T, o serveOptions) *server {
 	t.Helper()
-	var lastLog string
-	for attempt := 0; attempt < 3; attempt++ {
-		s, retry := tryStart(t, o)
-		if s != nil {
-			return s
-		}
-		lastLog = retry
-	}
-	t.Fatalf("twinblock serve did not start after 3 attempts; last stderr:\n%s", lastLog)
-	return nil
+	return wrapServer(testenv.StartServer(t, testenv.ServeOptions{Bin: tbBin, Args: o.args, Socket: o.socket, Timeouts: timeouts}))
 }
 
-// tryStart returns the ready server, or nil and the stderr of a start that
-// failed only because the port was taken. Other failures end the test.
-func tryStart(t *testing.T, o serveOptions) (*server, string) {
-	t.Helper()
-	addr := freeAddr(t)
-	args := append([]string{"serve", "--listen", addr}, o.args...)
-	s := &server{t: t, addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
-	if o.socket {
-		// Unix socket paths are limited to 108 bytes and t.TempDir() can be
-		// long, so the socket gets its own short directory.
-		d, err := os.MkdirTemp("", "tb-sock-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(d) })
-		s.socket = filepath.Join(d, "nbd.sock")
-		args = append(args, "--socket", s.socket)
-	}
-	// The process lives until Stop or the test's cleanup, not bound to a
-	// client-style timeout; the context only serves to kill it in cleanup.
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	cmd := command(ctx, t, tbBin, args...)
-	cmd.Stdout = s.log
-	cmd.Stderr = s.log
-	s.cmd = cmd
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("starting %s: %v", tbBin, err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		s.state = cmd.ProcessState
-		close(s.done)
-	}()
-
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-s.done:
-			cancel()
-			log := s.log.String()
-			if strings.Contains(log, "address already in use") {
-				return nil, log
-			}
-			t.Fatalf("twinblock %s exited before accepting connections (%v):\n%s", strings.Join(args, " "), s.state, log)
-		default:
-		}
-		if s.accepting() {
-			break
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			t.Fatalf("twinblock serve did not accept connections within %v:\n%s", startTimeout, s.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Cleanup(func() {
-		s.kill()
-		if t.Failed() {
-			t.Logf("twinblock serve %s stderr:\n%s", strings.Join(args[1:], " "), s.log.String())
-		}
-	})
-	return s, ""
-}
-
-// accepting reports whether every listener answers with the NBD greeting.
-// The probe reads the whole greeting before closing, so the server sees a
-// clean EOF rather than a reset.
-func (s *server) accepting() bool {
-	if !nbdGreets("tcp", s.addr) {
-		return false
-	}
-	return s.socket == "" || nbdGreets("unix", s.socket)
-}
-
-func nbdGreets(network, addr string) bool {
-	c, err := net.DialTimeout(network, addr, 200*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	// NBDMAGIC, IHAVEOPT, 16 bits of handshake flags.
-	var g [18]byte
-	if _, err := io.ReadFull(c, g[:]); err != nil {
-		return false
-	}
-	return string(g[:16]) == "NBDMAGICIHAVEOPT"
+func wrapServer(s *testenv.Server) *server {
+	return &server{Server: s, addr: s.Addr, socket: s.Socket, cmd: s.Cmd}
 }
 
 // freeAddr returns a loopback address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// URI is the TCP URI of an export.
-func (s *server) URI(export string) string { return "nbd://" + s.addr + "/" + export }
-
-// UnixURI is the unix-socket URI of an export.
-func (s *server) UnixURI(export string) string {
-	if s.socket == "" {
-		s.t.Fatal("server started without a unix socket")
-	}
-	return "nbd+unix:///" + export + "?socket=" + s.socket
-}
-
-// Log is the server's stderr so far.
-func (s *server) Log() string { return s.log.String() }
-
-// Signal sends sig to the server process.
-func (s *server) Signal(sig syscall.Signal) {
-	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("signal %v to twinblock: %v", sig, err)
-	}
-}
-
-// Wait waits for the process to exit and returns its exit code.
-func (s *server) Wait() int {
-	s.t.Helper()
-	select {
-	case <-s.done:
-	case <-time.After(stopTimeout):
-		s.kill()
-		s.t.Fatalf("twinblock serve did not exit within %v of SIGTERM:\n%s", stopTimeout, s.Log())
-	}
-	return s.state.ExitCode()
-}
-
-// Stop sends SIGTERM and asserts a clean exit (code 0).
-func (s *server) Stop() {
-	s.t.Helper()
-	s.Signal(syscall.SIGTERM)
-	if code := s.Wait(); code != 0 {
-		s.t.Fatalf("twinblock serve exited %d after SIGTERM (want 0):\n%s", code, s.Log())
-	}
-}
-
-// kill ends the process group at once (cleanup after a failure).
-func (s *server) kill() {
-	select {
-	case <-s.done:
-	default:
-		s.cancel()
-		select {
-		case <-s.done:
-		case <-time.After(10 * time.Second):
-		}
-	}
-	s.cancel()
-}
+var freeAddr = testenv.FreeAddr
 
 // tb runs a twinblock CLI command (not serve) under clientTimeout.
 func tb(t *testing.T, dir string, args ...string) result {

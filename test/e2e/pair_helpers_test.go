@@ -3,23 +3,19 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twinblock/twinblock/bench/proxy"
 	"github.com/twinblock/twinblock/engine"
 	"github.com/twinblock/twinblock/nbd"
+	"github.com/twinblock/twinblock/test/testenv"
 )
 
 // Helpers for the pair tests: two `twinblock serve` processes, a and b,
@@ -54,15 +50,16 @@ type pairOptions struct {
 	bUUID  bool   // b gets a uuid of its own instead of a's
 }
 
-// pairNode is one node's files and, while it runs, its server.
+// pairNode is one node's files and, while it runs, its server
+// (testenv.Node drives it; the short names below are the tests' words).
 type pairNode struct {
+	*testenv.Node
 	t    *testing.T
 	name string // node id: "a" or "b"
 	dir  string // holds twinblock.yaml, vol0.img, the journal, the admin socket
 	cfg  string
 	img  string
 	repl string // replication listen address
-	srv  *server
 }
 
 // pair is a primary (a) and a secondary (b) made by `twinblock create`.
@@ -74,17 +71,11 @@ type pair struct {
 	proxy *proxy.Proxy // nil unless viaProxy
 }
 
-// shortTempDir is a temporary directory with a short path: the admin
-// socket lives in it and unix socket paths are limited to 108 bytes,
-// which t.TempDir() under a long test name can exceed.
+// shortTempDir is a temporary directory with a short path (the admin
+// socket lives in it).
 func shortTempDir(t *testing.T) string {
 	t.Helper()
-	d, err := os.MkdirTemp("", "tbpair-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
+	return testenv.ShortTempDir(t, "tbpair-")
 }
 
 // makeCerts runs `twinblock certs pair` for nodes a and b into a new
@@ -109,17 +100,7 @@ func newPair(t *testing.T, o pairOptions) *pair {
 	if o.certs == "" {
 		o.certs = makeCerts(t)
 	}
-	root := shortTempDir(t)
-	p := &pair{t: t, dir: root}
-	mk := func(name string) *pairNode {
-		d := filepath.Join(root, name)
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return &pairNode{t: t, name: name, dir: d, cfg: filepath.Join(d, "twinblock.yaml"),
-			img: filepath.Join(d, pairVolume+".img"), repl: freeAddr(t)}
-	}
-	p.a, p.b = mk("a"), mk("b")
+	p := newPairNodes(t)
 
 	aPeerAddr := p.b.repl
 	if o.viaProxy {
@@ -132,22 +113,11 @@ func newPair(t *testing.T, o pairOptions) *pair {
 		aPeerAddr = px.Addr()
 	}
 	create := func(n *pairNode, peer, peerAddr, size, certs string, extra ...string) string {
-		args := []string{"create", pairVolume, "--config", n.cfg, "--path", n.img, "--size", size,
-			"--node", n.name, "--replication-listen", n.repl, "--peer", peer, "--peer-address", peerAddr,
-			"--tls-dir", certs}
+		args := []string{"--size", size}
 		if o.mode != "" {
 			args = append(args, "--mode", o.mode)
 		}
-		args = append(args, extra...)
-		r := tb(t, n.dir, args...)
-		if r.err != nil {
-			t.Fatalf("create on %s: %s", n.name, r)
-		}
-		m := uuidLine.FindStringSubmatch(r.stdout)
-		if m == nil {
-			t.Fatalf("create on %s: no uuid line in the output:\n%s", n.name, r.stdout)
-		}
-		return m[1]
+		return n.create(peer, peerAddr, certs, append(args, extra...)...)
 	}
 	p.uuid = create(p.a, "b", aPeerAddr, o.size, o.certs)
 	bSize, bCerts := o.size, o.certs
@@ -165,6 +135,24 @@ func newPair(t *testing.T, o pairOptions) *pair {
 		t.Fatalf("b created with uuid %s, want a's %s", u, p.uuid)
 	}
 	return p
+}
+
+// newPairNodes makes the directories of nodes a and b in a new short
+// temporary directory; nothing is created or started yet.
+func newPairNodes(t *testing.T) *pair {
+	t.Helper()
+	root := shortTempDir(t)
+	mk := func(name string) *pairNode {
+		d := filepath.Join(root, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		n := &pairNode{t: t, name: name, dir: d, cfg: filepath.Join(d, "twinblock.yaml"),
+			img: filepath.Join(d, pairVolume+".img"), repl: freeAddr(t)}
+		n.Node = &testenv.Node{T: t, Name: name, Dir: d, Cfg: n.cfg, Bin: tbBin, Volume: pairVolume, Timeouts: timeouts}
+		return n
+	}
+	return &pair{t: t, dir: root, a: mk("a"), b: mk("b")}
 }
 
 // start starts b, then a, so that a's first dial finds b listening.
@@ -205,6 +193,24 @@ func (p *pair) stopSynced(primary, secondary *pairNode) (string, string) {
 // requireSameImages fails with the first differing offset of two images.
 func requireSameImages(t *testing.T, a, b string) {
 	t.Helper()
+	walkImages(t, a, b, func(off int64, pa, pb []byte) {
+		if bytes.Equal(pa, pb) {
+			return
+		}
+		for i := range pa {
+			if pa[i] != pb[i] {
+				t.Fatalf("images differ: %s and %s, first at offset %d (4 KiB block %d): %#02x vs %#02x",
+					a, b, off+int64(i), (off+int64(i))/4096, pa[i], pb[i])
+			}
+		}
+	})
+}
+
+// walkImages reads two images side by side, 1 MiB at a time, and calls
+// each with the offset and the two pieces (of equal length). It fails the
+// test when the images differ in size or a read fails.
+func walkImages(t *testing.T, a, b string, each func(off int64, pa, pb []byte)) {
+	t.Helper()
 	fa, err := os.Open(a)
 	if err != nil {
 		t.Fatal(err)
@@ -224,14 +230,7 @@ func requireSameImages(t *testing.T, a, b string) {
 		if na != nb {
 			t.Fatalf("images differ in size: %s and %s (at offset %d: %d vs %d bytes)", a, b, off, na, nb)
 		}
-		if !bytes.Equal(ba[:na], bb[:nb]) {
-			for i := 0; i < na; i++ {
-				if ba[i] != bb[i] {
-					t.Fatalf("images differ: %s and %s, first at offset %d (4 KiB block %d): %#02x vs %#02x",
-						a, b, off+int64(i), (off+int64(i))/4096, ba[i], bb[i])
-				}
-			}
-		}
+		each(off, ba[:na], bb[:nb])
 		off += int64(na)
 		if ea != nil || eb != nil {
 			if (ea == io.EOF || ea == io.ErrUnexpectedEOF) && (eb == io.EOF || eb == io.ErrUnexpectedEOF) {
@@ -244,111 +243,46 @@ func requireSameImages(t *testing.T, a, b string) {
 
 // ---- one node ----
 
-func (n *pairNode) start() {
+// create runs `twinblock create vol0` for the node's file image, with
+// its peer, and returns the uuid it printed.
+func (n *pairNode) create(peer, peerAddr, certs string, extra ...string) string {
 	n.t.Helper()
-	if n.srv != nil {
-		n.t.Fatalf("node %s already running", n.name)
-	}
-	n.srv = startServer(n.t, serveOptions{args: []string{"--config", n.cfg}})
-}
-
-// stop sends SIGTERM and requires a clean exit.
-func (n *pairNode) stop() {
-	n.t.Helper()
-	n.srv.Stop()
-	n.srv = nil
-}
-
-// kill9 kills the node at once, as a power cut would.
-func (n *pairNode) kill9() {
-	n.t.Helper()
-	n.srv.Signal(syscall.SIGKILL)
-	n.srv.Wait()
-	n.srv = nil
-}
-
-// Log is the running (or last started) server's output.
-func (n *pairNode) Log() string {
-	if n.srv == nil {
-		return ""
-	}
-	return n.srv.Log()
-}
-
-// cli runs a twinblock admin command against this node's daemon.
-func (n *pairNode) cli(args ...string) result {
-	n.t.Helper()
-	return tb(n.t, n.dir, append(args, "--config", n.cfg)...)
-}
-
-// status is `twinblock status vol0 --json` of this node.
-func (n *pairNode) status() engine.Status {
-	n.t.Helper()
-	st, err := n.tryStatus()
-	if err != nil {
-		n.t.Fatalf("node %s: %v\nserver log:\n%s", n.name, err, n.Log())
-	}
-	return st
-}
-
-func (n *pairNode) tryStatus() (engine.Status, error) {
-	n.t.Helper()
-	r := n.cli("status", pairVolume, "--json")
+	args := append([]string{"create", pairVolume, "--config", n.cfg, "--path", n.img,
+		"--node", n.name, "--replication-listen", n.repl, "--peer", peer, "--peer-address", peerAddr,
+		"--tls-dir", certs}, extra...)
+	r := tb(n.t, n.dir, args...)
 	if r.err != nil {
-		return engine.Status{}, fmt.Errorf("status: %s", r)
+		n.t.Fatalf("create on %s: %s", n.name, r)
 	}
-	var sts []engine.Status
-	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
-		return engine.Status{}, fmt.Errorf("status --json: %w in %q", err, r.stdout)
+	m := uuidLine.FindStringSubmatch(r.stdout)
+	if m == nil {
+		n.t.Fatalf("create on %s: no uuid line in the output:\n%s", n.name, r.stdout)
 	}
-	if len(sts) != 1 || sts[0].Name != pairVolume {
-		return engine.Status{}, fmt.Errorf("status --json: want one entry for %s, got %q", pairVolume, r.stdout)
-	}
-	return sts[0], nil
+	return m[1]
 }
 
-// waitFor polls the status until ok holds, and fails after waitTimeout
-// with the last status and the server's log.
+// The lower-case methods are testenv.Node's under the tests' names.
+
+func (n *pairNode) start()                    { n.t.Helper(); n.Start() }
+func (n *pairNode) stop()                     { n.t.Helper(); n.Stop() }
+func (n *pairNode) kill9()                    { n.t.Helper(); n.Kill9() }
+func (n *pairNode) cli(args ...string) result { n.t.Helper(); return fromEnv(n.CLI(args...)) }
+func (n *pairNode) status() engine.Status     { n.t.Helper(); return n.Status() }
+func (n *pairNode) dial() *nbd.Client         { n.t.Helper(); return n.Dial() }
+
+func (n *pairNode) tryStatus() (engine.Status, error) { n.t.Helper(); return n.TryStatus() }
+
 func (n *pairNode) waitFor(what string, ok func(engine.Status) bool) engine.Status {
 	n.t.Helper()
-	return n.waitForWithin(waitTimeout, what, ok)
+	return n.WaitFor(what, ok)
 }
 
 func (n *pairNode) waitForWithin(d time.Duration, what string, ok func(engine.Status) bool) engine.Status {
 	n.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		st := n.status()
-		if ok(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			js, _ := json.MarshalIndent(st, "", "  ")
-			n.t.Fatalf("node %s: not %s within %v; last status:\n%s\nserver log:\n%s", n.name, what, d, js, n.Log())
-		}
-		time.Sleep(pollEvery)
-	}
+	return n.WaitForWithin(d, what, ok)
 }
 
-// waitLog polls the server's output until it contains every one of subs.
-func (n *pairNode) waitLog(what string, subs ...string) {
-	n.t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		log := n.Log()
-		all := true
-		for _, s := range subs {
-			all = all && strings.Contains(log, s)
-		}
-		if all {
-			return
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("node %s: log does not show %s (%q) within %v:\n%s", n.name, what, subs, waitTimeout, log)
-		}
-		time.Sleep(pollEvery)
-	}
-}
+func (n *pairNode) waitLog(what string, subs ...string) { n.t.Helper(); n.WaitLog(what, subs...) }
 
 // promote runs `twinblock promote vol0` (plain: no --force) and requires
 // success.
@@ -366,39 +300,13 @@ func (n *pairNode) demote() {
 	}
 }
 
-// dial opens an NBD connection to this node's export; closed at cleanup.
-// The session is bounded: after clientTimeout the socket is closed under
-// it, so a request a hung server never answers fails the test with an
-// error instead of hanging it (the client's own Close would wait for it).
-func (n *pairNode) dial() *nbd.Client {
-	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", n.srv.addr)
-	if err != nil {
-		n.t.Fatalf("node %s: nbd dial: %v", n.name, err)
-	}
-	c, err := nbd.NewClient(ctx, conn, nbd.ClientOptions{ExportName: pairVolume})
-	if err != nil {
-		conn.Close()
-		n.t.Fatalf("node %s: nbd handshake for %s: %v", n.name, pairVolume, err)
-	}
-	watchdog := time.AfterFunc(clientTimeout, func() { conn.Close() })
-	n.t.Cleanup(func() {
-		watchdog.Stop()
-		c.Close()
-	})
-	return c
-}
-
 // requireNotExported checks that the node's NBD server does not offer the
 // volume (a secondary must not).
 func (n *pairNode) requireNotExported() {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := nbd.Dial(ctx, "tcp", n.srv.addr, nbd.ClientOptions{ExportName: pairVolume})
+	c, err := nbd.Dial(ctx, "tcp", n.Srv.Addr, nbd.ClientOptions{ExportName: pairVolume})
 	if err == nil {
 		c.Close()
 		n.t.Fatalf("node %s exports %s although it is secondary", n.name, pairVolume)
@@ -414,16 +322,7 @@ func (n *pairNode) requireNotExported() {
 // fresh one; the test logs it either way.
 func testSeed(t *testing.T) uint64 {
 	t.Helper()
-	var seed uint64
-	if s := os.Getenv("TWINBLOCK_PAIR_SEED"); s != "" {
-		if _, err := fmt.Sscan(s, &seed); err != nil {
-			t.Fatalf("TWINBLOCK_PAIR_SEED=%q: %v", s, err)
-		}
-	} else {
-		seed = rand.Uint64()
-	}
-	t.Logf("seed %d (TWINBLOCK_PAIR_SEED=%d replays it)", seed, seed)
-	return seed
+	return testenv.Seed(t, "TWINBLOCK_PAIR_SEED")
 }
 
 // zeroSHA is the sha256 of size zero bytes, streamed.

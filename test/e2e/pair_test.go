@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"crypto/rand"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	"github.com/twinblock/twinblock/bench/ackload"
 	"github.com/twinblock/twinblock/engine"
 	"github.com/twinblock/twinblock/nbd"
+	"github.com/twinblock/twinblock/test/testenv"
 )
 
 // The pair tests run two real daemons (a: primary, b: secondary) that
@@ -27,111 +26,27 @@ import (
 
 // pairKillPoints is how many kill -9 points TestPairKill9PrimaryPromote
 // tries (TWINBLOCK_PAIR_KILL_POINTS raises it for a longer run).
-func pairKillPoints() int {
-	if n, err := strconv.Atoi(os.Getenv("TWINBLOCK_PAIR_KILL_POINTS")); err == nil && n > 0 {
-		return n
-	}
-	return 20
-}
-
-// errDevice passes writes and reads to an NBD client and keeps the first
-// error: ackload stops quietly at a write error (what a crash test wants),
-// while a test of a healthy pair must see that none happened.
-type errDevice struct {
-	dev ackload.Device
-	mu  struct {
-		sync.Mutex
-		err error
-	}
-}
-
-func (d *errDevice) WriteAt(p []byte, off uint64, fua bool) error {
-	err := d.dev.WriteAt(p, off, fua)
-	d.note(err)
-	return err
-}
-
-func (d *errDevice) ReadAt(p []byte, off uint64) error {
-	err := d.dev.ReadAt(p, off)
-	d.note(err)
-	return err
-}
-
-func (d *errDevice) note(err error) {
-	if err == nil {
-		return
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.mu.err == nil {
-		d.mu.err = err
-	}
-}
-
-func (d *errDevice) Err() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.mu.err
-}
+func pairKillPoints() int { return testenv.EnvCount("TWINBLOCK_PAIR_KILL_POINTS", 20) }
 
 // loadOptions is the verified load of these tests: 4 KiB blocks, as many
 // writes as fit in d.
-func loadOptions(seed uint64, base uint64, blocks, workers int, d time.Duration) ackload.Options {
-	return ackload.Options{BlockSize: 4096, Blocks: blocks, Base: base, Workers: workers,
-		MaxOps: 1 << 30, Duration: d, Seed: seed}
-}
+var loadOptions = testenv.LoadOptions
 
 // runCleanLoad runs a verified load that must not see a single error.
 func runCleanLoad(t *testing.T, c *nbd.Client, o ackload.Options) *ackload.Log {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), o.Duration+clientTimeout)
-	defer cancel()
-	d := &errDevice{dev: c}
-	l, err := ackload.Run(ctx, d, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Err(); err != nil {
-		t.Fatalf("write load: %v (after %d acknowledged writes)", err, l.Acked)
-	}
-	if l.Acked == 0 {
-		t.Fatal("write load: nothing was acknowledged")
-	}
-	return l
+	return testenv.RunCleanLoad(t, c, o, clientTimeout)
 }
 
 // startLoad runs a verified load in the background; wait returns its log
 // and first error.
 func startLoad(c *nbd.Client, o ackload.Options) (cancel func(), wait func() (*ackload.Log, error)) {
-	ctx, cancelCtx := context.WithTimeout(context.Background(), o.Duration+clientTimeout)
-	d := &errDevice{dev: c}
-	var l *ackload.Log
-	var runErr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		l, runErr = ackload.Run(ctx, d, o)
-	}()
-	return cancelCtx, func() (*ackload.Log, error) {
-		<-done
-		cancelCtx()
-		if runErr != nil {
-			return l, runErr
-		}
-		return l, d.Err()
-	}
+	return testenv.StartLoad(c, o, clientTimeout)
 }
 
 func verifyOn(t *testing.T, n *pairNode, c *nbd.Client, l *ackload.Log, what string) ackload.Result {
 	t.Helper()
-	res, err := l.Verify(c)
-	if err != nil {
-		t.Fatalf("%s: verify on %s: %v\nserver log of %s:\n%s", what, n.name, err, n.name, n.Log())
-	}
-	if res.Acked == 0 {
-		t.Fatalf("%s: verify on %s checked no acknowledged block: %+v", what, n.name, res)
-	}
-	return res
+	return testenv.VerifyOn(t, n.Node, c, l, what)
 }
 
 // 1. A verified write load on the primary, a clean stop, and a plain

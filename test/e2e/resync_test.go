@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -53,17 +52,7 @@ func existingPair(t *testing.T, certs string, fill func(aImg, bImg string), edit
 	if certs == "" {
 		certs = makeCerts(t)
 	}
-	root := shortTempDir(t)
-	p := &pair{t: t, dir: root}
-	mk := func(name string) *pairNode {
-		d := filepath.Join(root, name)
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return &pairNode{t: t, name: name, dir: d, cfg: filepath.Join(d, "twinblock.yaml"),
-			img: filepath.Join(d, pairVolume+".img"), repl: freeAddr(t)}
-	}
-	p.a, p.b = mk("a"), mk("b")
+	p := newPairNodes(t)
 	fill(p.a.img, p.b.img)
 
 	px, err := proxy.Start(proxy.Options{Listen: "127.0.0.1:0", Target: p.b.repl})
@@ -74,18 +63,7 @@ func existingPair(t *testing.T, certs string, fill func(aImg, bImg string), edit
 	p.proxy = px
 
 	create := func(n *pairNode, peer, peerAddr string, extra ...string) string {
-		args := append([]string{"create", pairVolume, "--config", n.cfg, "--path", n.img, "--existing",
-			"--node", n.name, "--replication-listen", n.repl, "--peer", peer, "--peer-address", peerAddr,
-			"--tls-dir", certs}, extra...)
-		r := tb(t, n.dir, args...)
-		if r.err != nil {
-			t.Fatalf("create --existing on %s: %s", n.name, r)
-		}
-		m := uuidLine.FindStringSubmatch(r.stdout)
-		if m == nil {
-			t.Fatalf("create on %s: no uuid line in the output:\n%s", n.name, r.stdout)
-		}
-		return m[1]
+		return n.create(peer, peerAddr, certs, append([]string{"--existing"}, extra...)...)
 	}
 	p.uuid = create(p.a, "b", px.Addr())
 	if u := create(p.b, "a", p.a.repl, "--uuid", p.uuid); u != p.uuid {
@@ -161,34 +139,16 @@ func mutateChunks(t *testing.T, src, dst string, frac float64, seed uint64) int 
 // the blocks that differ.
 func diffBytes(t *testing.T, a, b string) int64 {
 	t.Helper()
-	fa, err := os.Open(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fa.Close()
-	fb, err := os.Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fb.Close()
-	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
 	var n int64
-	for {
-		na, ea := io.ReadFull(fa, ba)
-		nb, eb := io.ReadFull(fb, bb)
-		if na != nb {
-			t.Fatalf("%s and %s differ in size", a, b)
-		}
-		for off := 0; off < na; off += fine {
-			e := min(off+fine, na)
-			if !bytes.Equal(ba[off:e], bb[off:e]) {
+	walkImages(t, a, b, func(_ int64, pa, pb []byte) {
+		for off := 0; off < len(pa); off += fine {
+			e := min(off+fine, len(pa))
+			if !bytes.Equal(pa[off:e], pb[off:e]) {
 				n += int64(e - off)
 			}
 		}
-		if ea != nil || eb != nil {
-			return n
-		}
-	}
+	})
+	return n
 }
 
 // wireBytes is what crossed the proxy in both directions.
