@@ -17,21 +17,24 @@ import (
 // to close its side after our last reply (see conn.close).
 const lingerTimeout = time.Second
 
-// conn is one client connection. The goroutine running serve reads
-// requests; accepted requests run on worker goroutines (one per request
-// in flight, at most maxInFlight, reused); one writer goroutine sends the
-// replies.
+// conn is one client connection. One goroutine at a time reads requests
+// (see readLoop: the role can move to another goroutine); accepted
+// requests run on worker goroutines (one per request in flight, at most
+// maxInFlight, reused) or inline on the reader; one writer goroutine
+// sends the replies.
 type conn struct {
 	s   *Server
 	nc  net.Conn
 	log *slog.Logger
 	br  *bufio.Reader
-	bw  *bufio.Writer // handshake; then owned by writeLoop
+	bw  *bufio.Writer // handshake; then guarded by wmu
 
 	export   atomic.Pointer[Export] // set once transmission starts
 	stopping atomic.Bool            // drain: read no new requests
 	killOnce sync.Once
 	killed   chan struct{} // closed when the connection is torn down at once
+
+	sio *sockIO // under br and bw
 
 	// Transmission state, fixed once negotiated.
 	dev      Device
@@ -44,15 +47,60 @@ type conn struct {
 	// also the request free list, so the hot path allocates no request.
 	free    chan *request
 	replies chan *request // completed requests, in completion order
-	// wmu guards bw: the writer goroutine, or a worker replying directly.
+	// wmu guards bw: the writer goroutine, a worker replying directly, or
+	// the reader replying to a request it ran inline.
 	wmu sync.Mutex
-	// active counts requests dispatched to workers and not yet answered.
+	// active counts requests running (on workers or inline) and not yet
+	// answered.
 	active   atomic.Int64
 	work     chan *request // unbuffered: hands a request to an idle worker
-	workers  int           // workers started; only readLoop touches it
+	workers  int           // workers started; only the reading role touches it
 	inflight sync.WaitGroup
 	writeErr atomic.Bool // the writer failed; the stream is dead
+
+	// readDone is closed by whichever goroutine ends the reading.
+	readDone chan struct{}
+	// inl is the state of inline execution (see runInline).
+	inl struct {
+		state atomic.Uint32 // inlineIdle, inlineRunning or inlineTaken
+		runs  atomic.Uint64 // inline runs started; the guard watches it
+		seen  uint64        // runs at the guard's last look; guard only
+		// The fields below belong to the goroutine holding the reading
+		// role (and to the guard once it has taken that role over).
+		typ uint16 // command of the run in progress
+		// Per command (0 READ, 1 WRITE): eligible requests still to hand
+		// to workers after a slow inline run, and the length of the next
+		// such back-off.
+		skip    [2]int
+		backoff [2]int
+	}
 }
+
+// Inline execution states.
+const (
+	inlineIdle    = iota // the reader is reading
+	inlineRunning        // the reader runs a request; the guard may take over
+	inlineTaken          // the guard moved the reading role to a new goroutine
+)
+
+const (
+	// An inline run counts as slow when the device took longer than
+	// inlineSlow plus inlineSlowPerMiB for each MiB of payload: the device
+	// waits for something (a disk, a network round trip) rather than
+	// copies memory, a goroutine hand-off is small next to that, and the
+	// requests queued behind it would rather have run in parallel. The
+	// per-MiB part (4 GiB/s) keeps a memory copy of a large write fast,
+	// and the base is generous because on a loaded machine the reader can
+	// lose its CPU in the middle of a memory copy.
+	inlineSlow       = 200 * time.Microsecond
+	inlineSlowPerMiB = 250 * time.Microsecond
+	// After a slow inline run, that many requests of the same command go
+	// to workers before inline execution is tried again; the back-off
+	// doubles at each further slow run, up to inlineMaxBackoff, and goes
+	// back to inlineMinBackoff after a fast one.
+	inlineMinBackoff = 1 << 10
+	inlineMaxBackoff = 1 << 20
+)
 
 // request is one transmission request on its way through a conn.
 type request struct {
@@ -63,12 +111,14 @@ type request struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	sio := newSockIO(nc)
 	return &conn{
 		s:      s,
 		nc:     nc,
 		log:    s.log.With("remote", remoteAddr(nc)),
-		br:     bufio.NewReaderSize(nc, 64<<10),
-		bw:     bufio.NewWriterSize(nc, 64<<10),
+		sio:    sio,
+		br:     bufio.NewReaderSize(sio, 64<<10),
+		bw:     bufio.NewWriterSize(sio, 64<<10),
 		killed: make(chan struct{}),
 	}
 }
@@ -169,6 +219,7 @@ func (c *conn) transmit(n negotiated) {
 	c.cacher, _ = n.export.Device.(Cacher)
 	c.size = n.size
 	c.readOnly = n.export.ReadOnly
+	c.sio.useRaw()
 
 	c.free = make(chan *request, c.s.maxInFlight)
 	for range c.s.maxInFlight {
@@ -176,10 +227,15 @@ func (c *conn) transmit(n negotiated) {
 	}
 	c.replies = make(chan *request, c.s.maxInFlight)
 	c.work = make(chan *request)
+	c.readDone = make(chan struct{})
 	writerDone := make(chan struct{})
 	go c.writeLoop(writerDone)
+	c.s.startGuard()
 
-	c.readLoop()
+	if c.readLoop() {
+		close(c.readDone)
+	}
+	<-c.readDone
 
 	c.inflight.Wait()
 	close(c.work)
@@ -187,32 +243,34 @@ func (c *conn) transmit(n negotiated) {
 	<-writerDone
 }
 
-// readLoop reads and dispatches requests until it must stop.
-func (c *conn) readLoop() {
+// readLoop reads and dispatches requests until it must stop (it then
+// returns true, and the caller closes readDone) or until the reading role
+// has moved to another goroutine (see runInline; it returns false).
+func (c *conn) readLoop() bool {
 	var hb [requestHeaderSize]byte
 	for {
 		var req *request
 		select {
 		case req = <-c.free:
 		case <-c.killed:
-			return
+			return true
 		}
 		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
 			c.free <- req
 			c.readFailed(err, "reading request header")
-			return
+			return true
 		}
 		h := decodeRequestHeader(hb[:])
 		if h.magic != requestMagic {
 			c.free <- req
 			c.s.stats.protocolErrors.Add(1)
 			c.log.Warn("nbd: bad request magic, closing connection", "magic", h.magic)
-			return
+			return true
 		}
 		if h.typ == CmdDisc {
 			c.free <- req
 			c.log.Debug("nbd: client sent NBD_CMD_DISC, draining")
-			return
+			return true
 		}
 
 		code := c.check(h)
@@ -227,14 +285,14 @@ func (c *conn) readLoop() {
 					req.buf = nil
 					c.free <- req
 					c.readFailed(err, "reading write payload")
-					return
+					return true
 				}
 			} else if _, err := io.CopyN(io.Discard, c.br, int64(h.length)); err != nil {
 				// A refused write still carries its payload: skip it so
 				// the next header is where we expect it.
 				c.free <- req
 				c.readFailed(err, "skipping payload of refused write")
-				return
+				return true
 			}
 		}
 
@@ -247,7 +305,12 @@ func (c *conn) readLoop() {
 			c.inflight.Done()
 			continue
 		}
-		c.active.Add(1)
+		if c.active.Add(1) == 1 && c.inlineEligible(h.typ) {
+			if !c.runInline(req) {
+				return false
+			}
+			continue
+		}
 		select {
 		case c.work <- req: // an idle worker took it
 		default:
@@ -265,10 +328,118 @@ func (c *conn) readLoop() {
 	}
 }
 
+// inlineEligible reports whether the request just read may run on the
+// reading goroutine. The caller holds the reading role and has counted the
+// request in active, and nothing else is running (active is 1).
+//
+// Handing a request to a worker costs a goroutine wake-up, and often a
+// thread wake-up, which is most of the server's share of a queue-depth-1
+// round trip. So a READ or WRITE that is alone (nothing running, nothing
+// more in the read buffer) runs inline; its reply then goes out directly
+// (request.finish). With more requests at hand, workers run them in
+// parallel and their replies share writes, as before. Inline runs are for
+// devices that answer in microseconds (memory, a page-cache hit); after a
+// slow one, requests of that command go to workers for a while (skip), so
+// that a replicated device, whose writes wait for a network round trip,
+// keeps its waits overlapping. FLUSH, TRIM and WRITE_ZEROES never run
+// inline: they are rarer and often slow.
+func (c *conn) inlineEligible(typ uint16) bool {
+	if typ != CmdRead && typ != CmdWrite {
+		return false
+	}
+	k := inlineKind(typ)
+	if c.inl.skip[k] > 0 {
+		c.inl.skip[k]--
+		return false
+	}
+	return c.br.Buffered() == 0
+}
+
+// inlineKind indexes skip and backoff: 0 for READ, 1 for WRITE.
+func inlineKind(typ uint16) int {
+	if typ == CmdWrite {
+		return 1
+	}
+	return 0
+}
+
+// slowInline starts a back-off after a slow inline run of command typ.
+func (c *conn) slowInline(typ uint16) {
+	k := inlineKind(typ)
+	b := min(max(2*c.inl.backoff[k], inlineMinBackoff), inlineMaxBackoff)
+	c.inl.backoff[k] = b
+	c.inl.skip[k] = b
+}
+
+// runInline runs r on the reading goroutine and reports whether this
+// goroutine still holds the reading role.
+//
+// While r runs, nobody reads the connection. A device that blocks for a
+// long time (a replicated write waiting for its peer, a test device that
+// waits for a later request) must not stall the requests behind it, so
+// the server's guard (Server.guardLoop) watches inline runs and, when one
+// is still going after a tick, moves the reading role to a new goroutine:
+// it swaps the state from inlineRunning to inlineTaken and starts
+// readLoop. The runner finds out with a compare-and-swap once the device
+// returns; if it lost the role it replies like a worker and leaves.
+func (c *conn) runInline(r *request) bool {
+	c.inl.typ = r.hdr.typ
+	c.inl.runs.Add(1)
+	c.inl.state.Store(inlineRunning)
+	start := time.Now()
+	r.exec()
+	slow := time.Since(start) > inlineSlow+time.Duration(r.hdr.length)*inlineSlowPerMiB>>20
+	if !c.inl.state.CompareAndSwap(inlineRunning, inlineIdle) {
+		r.finish() // like a worker
+		return false
+	}
+	if slow {
+		c.slowInline(r.hdr.typ)
+	} else {
+		c.inl.backoff[inlineKind(r.hdr.typ)] = 0
+	}
+	r.finish()
+	return true
+}
+
+// takeOver moves the reading role away from a goroutine running a request
+// inline (see runInline). Called by the server's guard.
+func (c *conn) takeOver() {
+	if !c.inl.state.CompareAndSwap(inlineRunning, inlineTaken) {
+		return
+	}
+	// The runner no longer touches these fields once it lost the role,
+	// and the go statement orders these writes before the new reader's.
+	c.slowInline(c.inl.typ)
+	c.log.Debug("nbd: inline request is slow, another goroutine reads on")
+	go func() {
+		if c.readLoop() {
+			close(c.readDone)
+		}
+	}()
+}
+
+// guardCheck takes the reading role away from an inline run that was
+// already going at the guard's previous look, and reports whether the
+// connection ran anything inline since then. Only the guard calls it.
+func (c *conn) guardCheck() bool {
+	// State first: a run counted after our look at runs cannot then look
+	// like the run we saw last time.
+	running := c.inl.state.Load() == inlineRunning
+	runs := c.inl.runs.Load()
+	if running && runs == c.inl.seen {
+		c.takeOver()
+	}
+	busy := running || runs != c.inl.seen
+	c.inl.seen = runs
+	return busy
+}
+
 // worker runs requests until the connection ends.
 func (c *conn) worker(r *request) {
 	for {
-		r.run()
+		r.exec()
+		r.finish()
 		var ok bool
 		if r, ok = <-c.work; !ok {
 			return
@@ -343,8 +514,8 @@ func (c *conn) check(h requestHeader) uint32 {
 	return CodeOK
 }
 
-// run executes a validated request on the device and queues its reply.
-func (r *request) run() {
+// exec executes a validated request on the device.
+func (r *request) exec() {
 	c := r.c
 	h := &r.hdr
 	fua := h.flags&CmdFlagFUA != 0
@@ -375,6 +546,12 @@ func (r *request) run() {
 		r.code = errorCode(err)
 		c.log.Debug("nbd: device error", "type", h.typ, "offset", h.offset, "length", h.length, "code", r.code, "err", err)
 	}
+}
+
+// finish sends or queues the reply of an executed request and ends its
+// count in inflight.
+func (r *request) finish() {
+	c := r.c
 	// Fast path: the only request in flight, and the writer idle. Writing
 	// the reply here saves a goroutine hand-off per request, which is most
 	// of a queue-depth-1 round trip. With other requests in flight the
@@ -411,22 +588,37 @@ func (c *conn) sendLocked(r *request, hb []byte, flush bool) {
 		if err == nil && r.code == CodeOK && r.hdr.typ == CmdRead {
 			_, err = c.bw.Write(*r.buf)
 		}
-		if err == nil && flush {
-			err = c.bw.Flush()
-		}
 		if err != nil {
-			// The client is gone: stop the reader too, keep draining
-			// so that every request slot and buffer comes back.
-			if !c.isKilled() {
-				c.log.Warn("nbd: writing reply failed, closing connection", "err", err)
-			}
-			c.writeErr.Store(true)
-			c.nc.Close()
+			c.writeFailed(err)
 		}
 	}
 	putBuf(r.buf)
 	r.buf = nil
 	c.free <- r
+	if flush {
+		c.flushLocked()
+	}
+}
+
+// flushLocked sends what bw holds. The caller holds wmu.
+func (c *conn) flushLocked() {
+	if c.writeErr.Load() {
+		return
+	}
+	if err := c.bw.Flush(); err != nil {
+		c.writeFailed(err)
+	}
+}
+
+// writeFailed marks the stream dead after a failed reply write. The
+// client is gone: stop the reader too, keep draining so that every
+// request slot and buffer comes back. The caller holds wmu.
+func (c *conn) writeFailed(err error) {
+	if !c.isKilled() {
+		c.log.Warn("nbd: writing reply failed, closing connection", "err", err)
+	}
+	c.writeErr.Store(true)
+	c.nc.Close()
 }
 
 // writeLoop sends replies in completion order. It flushes only when no

@@ -97,6 +97,7 @@ type Server struct {
 		listeners map[net.Listener]struct{}
 		conns     map[*conn]struct{}
 		shutdown  bool
+		guarding  bool // guardLoop is running
 	}
 }
 
@@ -300,6 +301,55 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		return ctx.Err()
+	}
+}
+
+// The guard looks at the connections every guardTick while some run
+// requests inline, and backs off to guardIdleTick while none does, so an
+// idle daemon wakes up rarely. An inline run still going at two looks is
+// moved off the reading goroutine (conn.runInline), so a device that
+// blocks delays the requests pipelined behind it by a tick or two at most
+// (and, after such a run, a connection does not run requests inline for a
+// while).
+const (
+	guardTick     = time.Millisecond
+	guardIdleTick = 32 * time.Millisecond
+)
+
+// startGuard starts guardLoop unless it is running.
+func (s *Server) startGuard() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.mu.guarding {
+		s.mu.guarding = true
+		go s.guardLoop()
+	}
+}
+
+// guardLoop watches inline runs (see conn.runInline) until the server has
+// no connection left.
+func (s *Server) guardLoop() {
+	d := guardTick
+	for {
+		time.Sleep(d)
+		busy := false
+		s.mu.Lock()
+		if len(s.mu.conns) == 0 {
+			s.mu.guarding = false
+			s.mu.Unlock()
+			return
+		}
+		for c := range s.mu.conns {
+			if c.guardCheck() {
+				busy = true
+			}
+		}
+		s.mu.Unlock()
+		if busy {
+			d = guardTick
+		} else {
+			d = min(2*d, guardIdleTick)
+		}
 	}
 }
 
