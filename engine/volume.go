@@ -451,28 +451,10 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 		return v.mutateAsync(op)
 	}
 
-	v.admitMu.Lock()
-	// A range being compared by a resync or verify holds writes off until
-	// its data is on the link (see resync.go).
-	for l := v.rs.overlapLocked(op.Offset, uint64(op.Length)); l != nil; l = v.rs.overlapLocked(op.Offset, uint64(op.Length)) {
-		v.admitMu.Unlock()
-		<-l.released
-		v.admitMu.Lock()
-	}
-	if !v.isPrimary() {
-		v.admitMu.Unlock()
-		return ErrNotPrimary
-	}
-	seq, err := v.queue(op)
+	seq, p, deps, err := v.admit(op, v.queue)
 	if err != nil {
-		v.admitMu.Unlock()
-		return v.fail(err)
+		return err
 	}
-	p, deps := v.ord.admit(seq, op.Offset, uint64(op.Length))
-	v.recordMarksLocked(op, v.sendLiveLocked(seq, op))
-	v.admitMu.Unlock()
-
-	v.noteJournalBytes(op)
 
 	wait(deps)
 	aerr := v.applyOp(op)
@@ -493,6 +475,35 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	return nil
 }
 
+// admit is the admission step of the write path: under admitMu, wait for
+// any resync/verify range lock the op overlaps (it holds writes off until
+// its data is on the link, see resync.go), give the op its journal seq,
+// register it with the orderer, send it to the peer when the link is live
+// and mark the dirty map when it is not. It returns what the backend write
+// must wait for.
+func (v *Volume) admit(op journal.Op, appendRec func(journal.Op) (uint64, error)) (uint64, *pendingOp, []*pendingOp, error) {
+	v.admitMu.Lock()
+	for l := v.rs.overlapLocked(op.Offset, uint64(op.Length)); l != nil; l = v.rs.overlapLocked(op.Offset, uint64(op.Length)) {
+		v.admitMu.Unlock()
+		<-l.released
+		v.admitMu.Lock()
+	}
+	if !v.isPrimary() {
+		v.admitMu.Unlock()
+		return 0, nil, nil, ErrNotPrimary
+	}
+	seq, err := appendRec(op)
+	if err != nil {
+		v.admitMu.Unlock()
+		return 0, nil, nil, v.fail(err)
+	}
+	p, deps := v.ord.admit(seq, op.Offset, uint64(op.Length))
+	v.recordMarksLocked(op, v.sendLiveLocked(seq, op))
+	v.admitMu.Unlock()
+	v.noteJournalBytes(op)
+	return seq, p, deps, nil
+}
+
 // mutateAsync is mutate for AsyncApply: the same admission, then the
 // backend write goes to the background and the reply waits only for the
 // journal (and the peer).
@@ -502,27 +513,12 @@ func (v *Volume) mutateAsync(op journal.Op) error {
 	if op.Kind == journal.KindWrite {
 		op.Data = append([]byte(nil), op.Data...) // the caller reuses its buffer once answered
 	}
-	v.admitMu.Lock()
-	for l := v.rs.overlapLocked(op.Offset, uint64(op.Length)); l != nil; l = v.rs.overlapLocked(op.Offset, uint64(op.Length)) {
-		v.admitMu.Unlock()
-		<-l.released
-		v.admitMu.Lock()
-	}
-	if !v.isPrimary() {
-		v.admitMu.Unlock()
-		v.applyDone(n)
-		return ErrNotPrimary
-	}
-	seq, err := v.j.Submit(op) // the commit starts now: nothing else runs before the wait
+	// Submit: the commit starts now, nothing else runs before the wait.
+	seq, p, deps, err := v.admit(op, v.j.Submit)
 	if err != nil {
-		v.admitMu.Unlock()
 		v.applyDone(n)
-		return v.fail(err)
+		return err
 	}
-	p, deps := v.ord.admit(seq, op.Offset, uint64(op.Length))
-	v.recordMarksLocked(op, v.sendLiveLocked(seq, op))
-	v.admitMu.Unlock()
-	v.noteJournalBytes(op)
 
 	v.inflightN.Add(1)
 	go func() {
