@@ -722,27 +722,12 @@ func (v *Volume) receive(link transport.Link, epoch uint64) {
 		switch m := f.(type) {
 		case transport.Record:
 			rec = m
-		case transport.HashRequest:
-			if err := v.answerHashes(link, epoch, m); err != nil {
-				v.dropLink(epoch, err)
-				return
-			}
-			continue
-		case transport.ChunkData:
-			if err := v.applyChunk(m); err != nil {
-				v.dropLink(epoch, err)
-				return
-			}
-			continue
-		case transport.Control:
-			if err := v.handleControl(link, epoch, m); err != nil {
-				v.dropLink(epoch, err)
-				return
-			}
-			continue
 		default:
-			v.dropLink(epoch, fmt.Errorf("engine: unexpected %T from the primary", f))
-			return
+			if err := v.handleTargetFrame(link, epoch, f); err != nil {
+				v.dropLink(epoch, err)
+				return
+			}
+			continue
 		}
 		if err := v.applyRemote(rec); err != nil {
 			v.dropLink(epoch, err)

@@ -1016,6 +1016,20 @@ var ErrNotConnected = errors.New("engine: peer not connected")
 
 // --------------------------------------------------------------- target
 
+// handleTargetFrame runs a resync or verify frame from the primary (hash
+// request, chunk data, control message) in stream order.
+func (v *Volume) handleTargetFrame(link transport.Link, epoch uint64, f transport.Frame) error {
+	switch m := f.(type) {
+	case transport.HashRequest:
+		return v.answerHashes(link, epoch, m)
+	case transport.ChunkData:
+		return v.applyChunk(m)
+	case transport.Control:
+		return v.handleControl(link, epoch, m)
+	}
+	return fmt.Errorf("engine: unexpected %T from the primary", f)
+}
+
 // handleControl runs a resync control message on the secondary, in
 // stream order.
 func (v *Volume) handleControl(link transport.Link, epoch uint64, c transport.Control) error {
