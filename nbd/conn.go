@@ -34,8 +34,6 @@ type conn struct {
 	killOnce sync.Once
 	killed   chan struct{} // closed when the connection is torn down at once
 
-	sio *sockIO // under br and bw
-
 	// Transmission state, fixed once negotiated.
 	dev      Device
 	cacher   Cacher
@@ -111,14 +109,12 @@ type request struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	sio := newSockIO(nc)
 	return &conn{
 		s:      s,
 		nc:     nc,
 		log:    s.log.With("remote", remoteAddr(nc)),
-		sio:    sio,
-		br:     bufio.NewReaderSize(sio, 64<<10),
-		bw:     bufio.NewWriterSize(sio, 64<<10),
+		br:     bufio.NewReaderSize(nc, 64<<10),
+		bw:     bufio.NewWriterSize(nc, 64<<10),
 		killed: make(chan struct{}),
 	}
 }
@@ -219,7 +215,6 @@ func (c *conn) transmit(n negotiated) {
 	c.cacher, _ = n.export.Device.(Cacher)
 	c.size = n.size
 	c.readOnly = n.export.ReadOnly
-	c.sio.useRaw()
 
 	c.free = make(chan *request, c.s.maxInFlight)
 	for range c.s.maxInFlight {
