@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/twinblock/twinblock/engine/backend"
@@ -27,6 +28,7 @@ const (
 	DefaultCheckpointBytes    = 64 << 20
 	DefaultCheckpointInterval = 5 * time.Second
 	DefaultJournalMaxBytes    = 1 << 30
+	DefaultWritebackBytes     = 16 << 20
 )
 
 // VolumeOptions configures a Volume.
@@ -48,7 +50,12 @@ type VolumeOptions struct {
 	// for a checkpoint when it is reached (back-pressure, never unbounded
 	// disk use).
 	JournalMaxBytes int64
-	Logger          *slog.Logger
+	// WritebackBytes: with a journal and a backend that can
+	// (backend.Writebacker), start writing the backend's dirty cache back
+	// each time this many journal bytes were written, so that a checkpoint
+	// flushes a little instead of a burst (default 16 MiB; < 0: never).
+	WritebackBytes int64
+	Logger         *slog.Logger
 
 	// State persists role and generations (nil: a standalone volume, always
 	// primary, remembered nowhere).
@@ -115,10 +122,16 @@ type Volume struct {
 	st       State
 	dialDone chan struct{}
 	// sinceCkpt counts journal payload bytes since the last checkpoint.
-	sinceCkpt  atomic.Int64
-	ckptKick   chan struct{}
-	ckptMu     sync.Mutex // serialises checkpoints
-	ckptCond   *sync.Cond // broadcast after each checkpoint (back-pressure waiters)
+	sinceCkpt atomic.Int64
+	ckptKick  chan struct{}
+	// sinceWB counts journal bytes since the last writeback kick (wbKick);
+	// wb is the backend's Writebacker, nil when not used.
+	sinceWB    atomic.Int64
+	wbKick     chan struct{}
+	wb         backend.Writebacker
+	wbOff      atomic.Bool // writeback failed in a way that turned it off
+	ckptMu     sync.Mutex  // serialises checkpoints
+	ckptCond   *sync.Cond  // broadcast after each checkpoint (back-pressure waiters)
 	ckptCondMu sync.Mutex
 	stop       chan struct{}
 	done       chan struct{}
@@ -148,6 +161,9 @@ func OpenVolume(opts VolumeOptions) (*Volume, error) {
 	if opts.JournalMaxBytes < 2*opts.CheckpointBytes {
 		opts.CheckpointBytes = opts.JournalMaxBytes / 2
 	}
+	if opts.WritebackBytes == 0 {
+		opts.WritebackBytes = DefaultWritebackBytes
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -155,6 +171,10 @@ func OpenVolume(opts VolumeOptions) (*Volume, error) {
 		name: opts.Name, be: opts.Backend, j: opts.Journal, size: uint64(size),
 		readOnly: opts.ReadOnly, log: opts.Logger.With("volume", opts.Name), opts: opts,
 		ckptKick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		wbKick: make(chan struct{}, 1),
+	}
+	if wb, ok := opts.Backend.(backend.Writebacker); ok && opts.WritebackBytes > 0 {
+		v.wb = wb
 	}
 	v.ckptCond = sync.NewCond(&v.ckptCondMu)
 	v.applyCond = sync.NewCond(&v.applyMu)
@@ -574,6 +594,13 @@ func (v *Volume) queue(op journal.Op) (uint64, error) {
 // noteJournalBytes counts a record towards the next checkpoint and kicks
 // the checkpointer at the threshold.
 func (v *Volume) noteJournalBytes(op journal.Op) {
+	if v.wb != nil && !v.wbOff.Load() && v.sinceWB.Add(int64(op.Length)+512) >= v.opts.WritebackBytes {
+		v.sinceWB.Store(0)
+		select {
+		case v.wbKick <- struct{}{}:
+		default:
+		}
+	}
 	if n := v.sinceCkpt.Add(int64(op.Length) + 512); n >= v.opts.CheckpointBytes {
 		select {
 		case v.ckptKick <- struct{}{}:
@@ -631,10 +658,32 @@ func (v *Volume) checkpointLoop() {
 			return
 		case <-v.ckptKick:
 		case <-t.C:
+		case <-v.wbKick:
+			v.startWriteback()
+			continue
 		}
 		if err := v.Checkpoint(); err != nil && !errors.Is(err, ErrFailed) {
 			v.log.Warn("checkpoint", "err", err)
 		}
+	}
+}
+
+// startWriteback asks the backend to start writing its dirty cache back
+// (see VolumeOptions.WritebackBytes). An I/O error fails the volume as a
+// failed flush would: it may be the only report of a lost page. Any other
+// error turns writeback off for this volume and says so once.
+func (v *Volume) startWriteback() {
+	if v.wb == nil || v.wbOff.Load() || v.failed.Load() != nil {
+		return
+	}
+	err := v.wb.StartWriteback()
+	switch {
+	case err == nil:
+	case errors.Is(err, syscall.EIO):
+		v.fail(fmt.Errorf("backend writeback: %w", err))
+	default:
+		v.log.Warn("backend writeback unavailable, checkpoints flush everything at once", "err", err)
+		v.wbOff.Store(true)
 	}
 }
 

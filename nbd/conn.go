@@ -10,7 +10,10 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // lingerTimeout bounds how long a closing connection waits for the client
@@ -33,6 +36,10 @@ type conn struct {
 	stopping atomic.Bool            // drain: read no new requests
 	killOnce sync.Once
 	killed   chan struct{} // closed when the connection is torn down at once
+
+	// rc reads the socket's receive queue length (pendingInput); nil when
+	// nc is not a TCP or unix socket.
+	rc syscall.RawConn
 
 	// Transmission state, fixed once negotiated.
 	dev      Device
@@ -215,6 +222,12 @@ func (c *conn) transmit(n negotiated) {
 	c.cacher, _ = n.export.Device.(Cacher)
 	c.size = n.size
 	c.readOnly = n.export.ReadOnly
+	switch nc := c.nc.(type) {
+	case *net.TCPConn:
+		c.rc, _ = nc.SyscallConn()
+	case *net.UnixConn:
+		c.rc, _ = nc.SyscallConn()
+	}
 
 	c.free = make(chan *request, c.s.maxInFlight)
 	for range c.s.maxInFlight {
@@ -332,11 +345,10 @@ func (c *conn) readLoop() bool {
 // round trip. So a READ or WRITE that is alone (nothing running, nothing
 // more in the read buffer) runs inline; its reply then goes out directly
 // (request.finish). With more requests at hand, workers run them in
-// parallel and their replies share writes, as before. Inline runs are for
-// devices that answer in microseconds (memory, a page-cache hit); after a
-// slow one, requests of that command go to workers for a while (skip), so
-// that a replicated device, whose writes wait for a network round trip,
-// keeps its waits overlapping. FLUSH, TRIM and WRITE_ZEROES never run
+// parallel and their replies share writes, as before. After a slow inline
+// run that kept requests waiting (see runInline), requests of that command
+// go to workers for a while (skip), so that a replicated device, whose
+// writes wait for a network round trip, keeps its waits overlapping. FLUSH, TRIM and WRITE_ZEROES never run
 // inline: they are rarer and often slow.
 func (c *conn) inlineEligible(typ uint16) bool {
 	if typ != CmdRead && typ != CmdWrite {
@@ -383,18 +395,36 @@ func (c *conn) runInline(r *request) bool {
 	c.inl.state.Store(inlineRunning)
 	start := time.Now()
 	r.exec()
-	slow := time.Since(start) > inlineSlow+time.Duration(r.hdr.length)*inlineSlowPerMiB>>20
+	slow := time.Since(start) > c.s.inlineSlow+time.Duration(r.hdr.length)*inlineSlowPerMiB>>20
 	if !c.inl.state.CompareAndSwap(inlineRunning, inlineIdle) {
 		r.finish() // like a worker
 		return false
 	}
-	if slow {
+	// A slow run cost the requests queued behind it; with nothing queued
+	// (the reply is not out yet, so a queue-depth-1 client cannot have
+	// sent anything), it cost nobody, and inline stays the cheaper path:
+	// a journaled or replicated device at queue depth 1 keeps it.
+	if slow && c.pendingInput() {
 		c.slowInline(r.hdr.typ)
-	} else {
+	} else if !slow {
 		c.inl.backoff[inlineKind(r.hdr.typ)] = 0
 	}
 	r.finish()
 	return true
+}
+
+// pendingInput reports whether the client has sent bytes we have not read:
+// buffered, or in the socket's receive queue. When it cannot tell (not a
+// socket), it says yes.
+func (c *conn) pendingInput() bool {
+	if c.br.Buffered() > 0 || c.rc == nil {
+		return true
+	}
+	n, err := 0, error(nil)
+	if cerr := c.rc.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); cerr != nil || err != nil {
+		return true
+	}
+	return n > 0
 }
 
 // takeOver moves the reading role away from a goroutine running a request

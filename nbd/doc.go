@@ -119,9 +119,13 @@
 // waiting for its peer, or one that waits for a later request) delays the
 // requests behind it by a millisecond or two at most. And a command whose
 // inline run took longer than a memory copy would (200 µs plus 250 µs per
-// MiB) goes to workers for the next 1024 requests of that command,
-// doubling at each further slow run up to about a million: a replicated
-// device is served by workers, whose waits overlap.
+// MiB) while the client sent more (bytes in the read buffer or in the
+// socket's receive queue, FIONREAD) goes to workers for the next 1024
+// requests of that command, doubling at each further slow run up to about
+// a million: under concurrent load a journaled or replicated device is
+// served by workers, whose waits overlap. A slow run with nothing behind
+// it cost nobody (a queue-depth-1 client cannot send before its reply),
+// so such a device at queue depth 1 stays inline.
 //
 // Reads and writes go through net.Conn. Raw read(2)/write(2) on the
 // non-blocking socket (skipping the runtime's syscall bookkeeping) were

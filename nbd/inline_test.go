@@ -1,7 +1,11 @@
 package nbd
 
 import (
+	"bufio"
 	"bytes"
+	"io"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -106,6 +110,82 @@ func TestBlockedInlineRequestDoesNotStallReading(t *testing.T) {
 			got := make([]byte, 4096) // gate 0 is still open
 			if err := c.ReadAt(got, 0); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{7}, 4096)) {
 				t.Fatalf("read back %x..., %v", got[:4], err)
+			}
+		})
+	}
+}
+
+// TestSlowRunsAloneStayInline: a device slower than a memory copy (a
+// journaled or replicated volume) driven at queue depth 1 keeps running
+// inline, because nothing waited behind its runs. Every run counts as
+// slow here (threshold 0), so the test does not depend on timing.
+func TestSlowRunsAloneStayInline(t *testing.T) {
+	for _, tr := range []string{"tcp", "unix"} { // a pipe has no receive queue to look at
+		t.Run(tr, func(t *testing.T) {
+			dev := newMemDevice(testSize)
+			s := newTestServer(t, ServerOptions{}, &Export{Name: "vol0", Device: dev})
+			s.inlineSlow = 0
+			c := connect(t, s, tr, ClientOptions{ExportName: "vol0"})
+			const n = 30
+			for i := range n {
+				if err := c.WriteAt(bytes.Repeat([]byte{byte(i)}, 4096), uint64(i)*4096, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if runs := inlineRuns(s); runs != n {
+				t.Fatalf("%d of %d lone slow requests ran inline, want all", runs, n)
+			}
+		})
+	}
+}
+
+// TestPendingInput: pendingInput sees bytes in the socket's receive queue
+// and in the read buffer, and nothing once both are drained.
+func TestPendingInput(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "unix" {
+				addr = t.TempDir() + "/s"
+			}
+			ln, err := net.Listen(network, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			cl, err := net.Dial(network, ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			sv, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sv.Close()
+			c := &conn{nc: sv, br: bufio.NewReaderSize(sv, 64<<10)}
+			c.rc, err = sv.(syscall.Conn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.pendingInput() {
+				t.Fatal("pending input on a fresh connection")
+			}
+			if _, err := cl.Write(make([]byte, 100)); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, c.pendingInput)
+			if _, err := io.ReadFull(c.br, make([]byte, 10)); err != nil {
+				t.Fatal(err)
+			}
+			if !c.pendingInput() {
+				t.Fatal("90 bytes in the read buffer, pendingInput says none")
+			}
+			if _, err := io.ReadFull(c.br, make([]byte, 90)); err != nil {
+				t.Fatal(err)
+			}
+			if c.pendingInput() {
+				t.Fatal("everything read, pendingInput still says some")
 			}
 		})
 	}

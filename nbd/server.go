@@ -87,6 +87,9 @@ type Server struct {
 	maxInFlight  int
 	maxBlockSize uint32
 	hsTimeout    time.Duration
+	// inlineSlow is the base of the slow-inline-run threshold (conn.go);
+	// a field so that tests can make every run count as slow.
+	inlineSlow time.Duration
 
 	stats stats
 	conns sync.WaitGroup // every ServeConn that registered
@@ -108,6 +111,7 @@ func NewServer(opts ServerOptions) *Server {
 		maxInFlight:  opts.MaxInFlight,
 		maxBlockSize: opts.MaxBlockSize,
 		hsTimeout:    opts.HandshakeTimeout,
+		inlineSlow:   inlineSlow,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -46,6 +46,16 @@ type Zeroer interface {
 	WriteZeroes(off, n int64, keepAllocated bool) error
 }
 
+// Writebacker starts writing the backend's dirty cached data to stable
+// storage and returns without waiting for it (a file: sync_file_range with
+// SYNC_FILE_RANGE_WRITE). It promises no durability: only Flush does. What
+// it buys is a smooth stream of writeback instead of one large burst at the
+// next Flush, whose device flushes then stall every other flush of the
+// disk (the journal's group commits) for its whole duration.
+type Writebacker interface {
+	StartWriteback() error
+}
+
 // Resizer changes the backend's size (online grow). Growing makes the new
 // range [old, size) read as zeroes. Shrinking is refused with ErrShrink
 // (dropping the tail of a replicated volume must be an explicit, separate

@@ -305,6 +305,21 @@ func (b *Backend) WriteAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// StartWriteback starts writeback of every dirty page of the file and
+// returns without waiting for it (backend.Writebacker); a block device
+// opened here goes through the page cache too.
+func (b *Backend) StartWriteback() error {
+	if b.readOnly {
+		return nil
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("file: %w", backend.ErrClosed)
+	}
+	return b.control(func(fd int) error {
+		return unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	})
+}
+
 // Flush makes every completed write durable with fdatasync. After it fails
 // once, every later Flush returns the same error: the kernel may already
 // have dropped the dirty pages it could not write, so a later fdatasync that

@@ -432,3 +432,28 @@ func TestBlockDeviceOpenIsExclusive(t *testing.T) {
 		t.Fatalf("second Open: err = %v, want EBUSY", err)
 	}
 }
+
+func TestStartWriteback(t *testing.T) {
+	b := create(t, 8<<20)
+	data := bytes.Repeat([]byte{0x5a}, 4<<20)
+	if _, err := b.WriteAt(data, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	var wb backend.Writebacker = b
+	if err := wb.StartWriteback(); err != nil {
+		t.Fatalf("StartWriteback: %v", err)
+	}
+	got := make([]byte, len(data))
+	if _, err := b.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after writeback: %v", err)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.StartWriteback(); !errors.Is(err, backend.ErrClosed) {
+		t.Fatalf("StartWriteback after Close: %v, want ErrClosed", err)
+	}
+}
