@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -152,9 +153,26 @@ func ShortTempDir(t *testing.T, prefix string) string {
 	return d
 }
 
-// FreeAddr returns a loopback address nothing listens on right now.
+// FreeAddr returns a loopback address nothing listens on right now. The
+// port is below the kernel's ephemeral range (ip_local_port_range), so no
+// outgoing connection of this or a parallel test can be given it between
+// this probe and the daemon's bind: with a port from the ephemeral range
+// that race made a pair test fail with "address already in use" once.
 func FreeAddr(t *testing.T) string {
 	t.Helper()
+	lo := ephemeralLow()
+	for range 200 {
+		port := 10000 + rand.IntN(max(lo-10000, 1)) // global source: seeded randomly per process, safe for parallel tests
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // taken: try another
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr
+	}
+	// Every probe below the range was taken (not expected): let the
+	// kernel choose.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +180,20 @@ func FreeAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux
+// default 32768; read from /proc when available, floor 11000).
+func ephemeralLow() int {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
+		}
+	}
+	return max(lo, 11000)
 }
 
 // Seed is the value of the environment variable env when set (to replay a
