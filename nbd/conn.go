@@ -63,6 +63,9 @@ type conn struct {
 	inflight sync.WaitGroup
 	writeErr atomic.Bool // the writer failed; the stream is dead
 
+	// unflushed: inline runs left replies in bw for a later flush
+	// (flushBeforeRead). Belongs to the reading role.
+	unflushed bool
 	// readDone is closed by whichever goroutine ends the reading.
 	readDone chan struct{}
 	// inl is the state of inline execution (see runInline).
@@ -105,6 +108,13 @@ const (
 	// back to inlineMinBackoff after a fast one.
 	inlineMinBackoff = 1 << 10
 	inlineMaxBackoff = 1 << 20
+	// inlineBurstMax: a READ or WRITE up to this size runs inline even
+	// with more requests buffered behind it (when nothing else runs), so
+	// a burst from a client at high queue depth is served like an event
+	// loop: read, run, queue the reply, and one flush for the burst. Larger
+	// requests keep going to workers there, so that reading the next
+	// payload overlaps copying this one.
+	inlineBurstMax = 64 << 10
 )
 
 // request is one transmission request on its way through a conn.
@@ -249,6 +259,10 @@ func (c *conn) transmit(n negotiated) {
 	close(c.work)
 	close(c.replies)
 	<-writerDone
+	// Replies that inline runs left for a flush the reading never made.
+	c.wmu.Lock()
+	c.flushLocked()
+	c.wmu.Unlock()
 }
 
 // readLoop reads and dispatches requests until it must stop (it then
@@ -263,6 +277,7 @@ func (c *conn) readLoop() bool {
 		case <-c.killed:
 			return true
 		}
+		c.flushBeforeRead(requestHeaderSize)
 		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
 			c.free <- req
 			c.readFailed(err, "reading request header")
@@ -286,6 +301,7 @@ func (c *conn) readLoop() bool {
 			code = CodeShutdown
 		}
 		if h.typ == CmdWrite {
+			c.flushBeforeRead(int(h.length))
 			if code == CodeOK {
 				req.buf = getBuf(int(h.length))
 				if _, err := io.ReadFull(c.br, *req.buf); err != nil {
@@ -313,7 +329,7 @@ func (c *conn) readLoop() bool {
 			c.inflight.Done()
 			continue
 		}
-		if c.active.Add(1) == 1 && c.inlineEligible(h.typ) {
+		if c.active.Add(1) == 1 && c.inlineEligible(h.typ, h.length) {
 			if !c.runInline(req) {
 				return false
 			}
@@ -350,7 +366,7 @@ func (c *conn) readLoop() bool {
 // go to workers for a while (skip), so that a replicated device, whose
 // writes wait for a network round trip, keeps its waits overlapping. FLUSH, TRIM and WRITE_ZEROES never run
 // inline: they are rarer and often slow.
-func (c *conn) inlineEligible(typ uint16) bool {
+func (c *conn) inlineEligible(typ uint16, length uint32) bool {
 	if typ != CmdRead && typ != CmdWrite {
 		return false
 	}
@@ -359,7 +375,7 @@ func (c *conn) inlineEligible(typ uint16) bool {
 		c.inl.skip[k]--
 		return false
 	}
-	return c.br.Buffered() == 0
+	return c.br.Buffered() == 0 || length <= inlineBurstMax
 }
 
 // inlineKind indexes skip and backoff: 0 for READ, 1 for WRITE.
@@ -409,8 +425,29 @@ func (c *conn) runInline(r *request) bool {
 	} else if !slow {
 		c.inl.backoff[inlineKind(r.hdr.typ)] = 0
 	}
-	r.finish()
+	// More requests already read from the socket: their replies join this
+	// one in the write buffer, and one flush sends them all (see
+	// flushBeforeRead).
+	if r.finishReply(c.br.Buffered() == 0) {
+		c.unflushed = false
+	} else {
+		c.unflushed = true
+	}
 	return true
+}
+
+// flushBeforeRead sends replies that inline runs left in the write buffer
+// before the reading role may block on the socket for the next n bytes:
+// the client may be waiting for them before it sends more. Only the
+// reading role calls it.
+func (c *conn) flushBeforeRead(n int) {
+	if !c.unflushed || c.br.Buffered() >= n {
+		return
+	}
+	c.unflushed = false
+	c.wmu.Lock()
+	c.flushLocked()
+	c.wmu.Unlock()
 }
 
 // pendingInput reports whether the client has sent bytes we have not read:
@@ -575,7 +612,14 @@ func (r *request) exec() {
 
 // finish sends or queues the reply of an executed request and ends its
 // count in inflight.
-func (r *request) finish() {
+func (r *request) finish() { r.finishReply(true) }
+
+// finishReply is finish for the reading role, which may leave the reply
+// in the write buffer (flush false) when it knows more requests follow.
+// It reports whether nothing of this reply waits in the write buffer for
+// a flush by the caller (it was flushed, or it went to the writer, which
+// flushes).
+func (r *request) finishReply(flush bool) bool {
 	c := r.c
 	// Fast path: the only request in flight, and the writer idle. Writing
 	// the reply here saves a goroutine hand-off per request, which is most
@@ -583,13 +627,14 @@ func (r *request) finish() {
 	// reply goes to the writer, so replies keep sharing syscalls.
 	if c.active.Add(-1) == 0 && len(c.replies) == 0 && c.wmu.TryLock() {
 		var hb [replyHeaderSize]byte
-		c.sendLocked(r, hb[:], true)
+		c.sendLocked(r, hb[:], flush)
 		c.wmu.Unlock()
 		c.inflight.Done()
-		return
+		return flush
 	}
 	c.replies <- r
 	c.inflight.Done()
+	return true
 }
 
 // sendLocked writes r's reply (flushing if asked), handles a write error,

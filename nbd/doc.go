@@ -106,12 +106,18 @@
 // from sync.Pool size classes; the request path does not allocate once
 // warm.
 //
-// A READ or WRITE that arrives alone (nothing running, nothing more in
-// the read buffer: a queue-depth-1 client, or the tail of a burst) runs
-// inline, on the reading goroutine, and its reply goes out directly.
-// That saves the goroutine hand-off to a worker, and often a thread
-// wake-up, which are most of the server's share of a queue-depth-1 round
-// trip. Two rules keep a slow device from stalling the connection. A
+// A READ or WRITE that arrives while nothing else runs executes inline,
+// on the reading goroutine, and its reply goes out directly: alone (a
+// queue-depth-1 client, or the tail of a burst) at any size, and with
+// more requests already in the read buffer when it is at most 64 KiB. A
+// burst from a high-queue-depth client is then served like an event loop
+// (read, run, put the reply in the write buffer; one flush once the read
+// buffer is empty, or before the reader could block on the socket). That
+// saves the goroutine hand-offs to a worker and to the writer, and often
+// a thread wake-up, which are most of the server's share of a round trip
+// (QD32 4k writes: +3-8% IOPS, p99 938 µs -> 618 µs over TCP). Larger
+// requests with more behind them go to workers, so that reading the next
+// payload overlaps copying this one. Two rules keep a slow device from stalling the connection. A
 // server-wide guard goroutine looks at the connections every millisecond
 // while some run requests inline (backing off to 32 ms when none does) and
 // moves the reading role to a new goroutine when an inline request is
