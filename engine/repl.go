@@ -112,12 +112,7 @@ func (r *replState) init() {
 	r.mu.peerDisk = DiskUnknown
 }
 
-func (r *replState) kick() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
+func (r *replState) kick() { kick(r.wake) }
 
 // --------------------------------------------------------------- handshake
 

@@ -594,18 +594,22 @@ func (v *Volume) queue(op journal.Op) (uint64, error) {
 // noteJournalBytes counts a record towards the next checkpoint and kicks
 // the checkpointer at the threshold.
 func (v *Volume) noteJournalBytes(op journal.Op) {
-	if v.wb != nil && !v.wbOff.Load() && v.sinceWB.Add(int64(op.Length)+512) >= v.opts.WritebackBytes {
+	n := int64(op.Length) + 512 // payload and about a record header
+	if v.wb != nil && !v.wbOff.Load() && v.sinceWB.Add(n) >= v.opts.WritebackBytes {
 		v.sinceWB.Store(0)
-		select {
-		case v.wbKick <- struct{}{}:
-		default:
-		}
+		kick(v.wbKick)
 	}
-	if n := v.sinceCkpt.Add(int64(op.Length) + 512); n >= v.opts.CheckpointBytes {
-		select {
-		case v.ckptKick <- struct{}{}:
-		default:
-		}
+	if v.sinceCkpt.Add(n) >= v.opts.CheckpointBytes {
+		kick(v.ckptKick)
+	}
+}
+
+// kick wakes the goroutine that waits on ch (buffered, capacity 1) unless
+// a wake-up is already pending.
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
@@ -618,10 +622,7 @@ func (v *Volume) waitJournalRoom() {
 	v.ckptCondMu.Lock()
 	defer v.ckptCondMu.Unlock()
 	for v.sinceCkpt.Load() >= v.opts.JournalMaxBytes && v.failed.Load() == nil && !v.closed.Load() {
-		select {
-		case v.ckptKick <- struct{}{}:
-		default:
-		}
+		kick(v.ckptKick)
 		v.ckptCond.Wait()
 	}
 }

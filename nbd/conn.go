@@ -38,7 +38,7 @@ type conn struct {
 	killed   chan struct{} // closed when the connection is torn down at once
 
 	// rc reads the socket's receive queue length (pendingInput); nil when
-	// nc is not a TCP or unix socket.
+	// nc has no file descriptor (net.Pipe in tests).
 	rc syscall.RawConn
 
 	// Transmission state, fixed once negotiated.
@@ -232,11 +232,8 @@ func (c *conn) transmit(n negotiated) {
 	c.cacher, _ = n.export.Device.(Cacher)
 	c.size = n.size
 	c.readOnly = n.export.ReadOnly
-	switch nc := c.nc.(type) {
-	case *net.TCPConn:
-		c.rc, _ = nc.SyscallConn()
-	case *net.UnixConn:
-		c.rc, _ = nc.SyscallConn()
+	if sc, ok := c.nc.(syscall.Conn); ok {
+		c.rc, _ = sc.SyscallConn()
 	}
 
 	c.free = make(chan *request, c.s.maxInFlight)
@@ -357,15 +354,16 @@ func (c *conn) readLoop() bool {
 // request in active, and nothing else is running (active is 1).
 //
 // Handing a request to a worker costs a goroutine wake-up, and often a
-// thread wake-up, which is most of the server's share of a queue-depth-1
-// round trip. So a READ or WRITE that is alone (nothing running, nothing
-// more in the read buffer) runs inline; its reply then goes out directly
-// (request.finish). With more requests at hand, workers run them in
-// parallel and their replies share writes, as before. After a slow inline
-// run that kept requests waiting (see runInline), requests of that command
-// go to workers for a while (skip), so that a replicated device, whose
-// writes wait for a network round trip, keeps its waits overlapping. FLUSH, TRIM and WRITE_ZEROES never run
-// inline: they are rarer and often slow.
+// thread wake-up, which is most of the server's share of a round trip. So
+// a READ or WRITE runs inline when it is alone (nothing more in the read
+// buffer: any size), or small (inlineBurstMax) with more buffered behind
+// it; its reply then goes into the write buffer directly. Larger requests
+// with more at hand go to workers, which run them in parallel. After a
+// slow inline run that kept requests waiting (see runInline), requests of
+// that command go to workers for a while (skip), so that a replicated
+// device, whose writes wait for a network round trip, keeps its waits
+// overlapping. FLUSH, TRIM and WRITE_ZEROES never run inline: they are
+// rarer and often slow.
 func (c *conn) inlineEligible(typ uint16, length uint32) bool {
 	if typ != CmdRead && typ != CmdWrite {
 		return false
@@ -428,11 +426,7 @@ func (c *conn) runInline(r *request) bool {
 	// More requests already read from the socket: their replies join this
 	// one in the write buffer, and one flush sends them all (see
 	// flushBeforeRead).
-	if r.finishReply(c.br.Buffered() == 0) {
-		c.unflushed = false
-	} else {
-		c.unflushed = true
-	}
+	c.unflushed = !r.finishReply(c.br.Buffered() == 0)
 	return true
 }
 
