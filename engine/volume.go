@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -126,12 +127,15 @@ type Volume struct {
 	ckptKick  chan struct{}
 	// sinceWB counts journal bytes since the last writeback kick (wbKick);
 	// wb is the backend's Writebacker, nil when not used.
-	sinceWB    atomic.Int64
-	wbKick     chan struct{}
-	wb         backend.Writebacker
-	wbOff      atomic.Bool // writeback failed in a way that turned it off
-	ckptMu     sync.Mutex  // serialises checkpoints
-	ckptCond   *sync.Cond  // broadcast after each checkpoint (back-pressure waiters)
+	sinceWB atomic.Int64
+	wbKick  chan struct{}
+	wb      backend.Writebacker
+	wbOff   atomic.Bool // writeback failed in a way that turned it off
+	// recv is the backend's Receiver on a volume without a journal (see
+	// ReceiveWrite), else nil.
+	recv       backend.Receiver
+	ckptMu     sync.Mutex // serialises checkpoints
+	ckptCond   *sync.Cond // broadcast after each checkpoint (back-pressure waiters)
 	ckptCondMu sync.Mutex
 	stop       chan struct{}
 	done       chan struct{}
@@ -175,6 +179,9 @@ func OpenVolume(opts VolumeOptions) (*Volume, error) {
 	}
 	if wb, ok := opts.Backend.(backend.Writebacker); ok && opts.WritebackBytes > 0 {
 		v.wb = wb
+	}
+	if rc, ok := opts.Backend.(backend.Receiver); ok && opts.Journal == nil {
+		v.recv = rc
 	}
 	v.ckptCond = sync.NewCond(&v.ckptCondMu)
 	v.applyCond = sync.NewCond(&v.applyMu)
@@ -413,6 +420,27 @@ func (v *Volume) ReadAt(p []byte, off uint64) error {
 // whatever fua says; without one, fua flushes the backend.
 func (v *Volume) WriteAt(p []byte, off uint64, fua bool) error {
 	return v.mutate(journal.Op{Kind: journal.KindWrite, Offset: off, Length: uint32(len(p)), Data: p}, fua)
+}
+
+// ReceiveWrite is WriteAt (without FUA) for a payload still on its way
+// from a client: on a volume without a journal whose backend keeps its
+// data in memory (backend.Receiver), the bytes go from r straight into the
+// backend, and the NBD server saves its payload buffer and a copy. Every
+// other volume answers false, having read nothing: a journaled write needs
+// the payload in a buffer for its record (and the peer).
+func (v *Volume) ReceiveWrite(r io.Reader, off uint64, n uint32) (bool, error) {
+	if v.recv == nil {
+		return false, nil
+	}
+	if err := v.check(off, uint64(n), true); err != nil {
+		return true, err
+	}
+	if n == 0 {
+		return true, nil
+	}
+	v.inflightN.Add(1)
+	defer v.inflightN.Add(-1)
+	return true, v.recv.ReceiveAt(r, int64(off), int64(n))
 }
 
 // Trim discards a range; it reads as zeroes afterwards.

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -44,6 +45,7 @@ type conn struct {
 	// Transmission state, fixed once negotiated.
 	dev      Device
 	cacher   Cacher
+	recv     Receiver // nil unless dev is a Receiver
 	size     uint64
 	readOnly bool
 
@@ -63,6 +65,8 @@ type conn struct {
 	inflight sync.WaitGroup
 	writeErr atomic.Bool // the writer failed; the stream is dead
 
+	// payload hands a WRITE's payload to recv; reading role only.
+	payload payloadReader
 	// unflushed: inline runs left replies in bw for a later flush
 	// (flushBeforeRead). Belongs to the reading role.
 	unflushed bool
@@ -230,6 +234,7 @@ func (s *Server) exportPresent(e *Export) bool {
 func (c *conn) transmit(n negotiated) {
 	c.dev = n.export.Device
 	c.cacher, _ = n.export.Device.(Cacher)
+	c.recv, _ = n.export.Device.(Receiver)
 	c.size = n.size
 	c.readOnly = n.export.ReadOnly
 	if sc, ok := c.nc.(syscall.Conn); ok {
@@ -299,6 +304,15 @@ func (c *conn) readLoop() bool {
 		}
 		if h.typ == CmdWrite {
 			c.flushBeforeRead(int(h.length))
+			if code == CodeOK && c.recv != nil && h.flags&CmdFlagFUA == 0 {
+				handled, ok := c.receive(req, h)
+				if !ok {
+					return true
+				}
+				if handled {
+					continue
+				}
+			}
 			if code == CodeOK {
 				req.buf = getBuf(int(h.length))
 				if _, err := io.ReadFull(c.br, *req.buf); err != nil {
@@ -347,6 +361,78 @@ func (c *conn) readLoop() bool {
 			}
 		}
 	}
+}
+
+// payloadReader gives a Receiver the payload of one WRITE: at most n more
+// bytes of br. It keeps the first read error, so the server knows
+// afterwards whether the stream is still in step.
+type payloadReader struct {
+	br  *bufio.Reader
+	n   int64
+	err error
+}
+
+func (p *payloadReader) Read(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
+	}
+	if p.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > p.n {
+		b = b[:p.n]
+	}
+	k, err := p.br.Read(b)
+	p.n -= int64(k)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF // the stream ended inside the payload
+	}
+	if err != nil {
+		p.err = err
+	}
+	return k, err
+}
+
+// receive offers the accepted WRITE h, whose payload has not been read
+// yet, to the device's Receiver, which runs on this (the reading)
+// goroutine like an inline run. It reports whether the device handled the
+// request (then it is answered, or queued for an answer) and whether the
+// stream is still usable; if not, the caller stops reading.
+func (c *conn) receive(req *request, h requestHeader) (handled, ok bool) {
+	c.payload = payloadReader{br: c.br, n: int64(h.length)}
+	req.hdr = h
+	req.code = CodeOK
+	c.inflight.Add(1)
+	c.active.Add(1)
+	handled, err := c.recv.ReceiveWrite(&c.payload, h.offset, h.length)
+	if !handled && c.payload.n == int64(h.length) && c.payload.err == nil {
+		c.active.Add(-1)
+		c.inflight.Done()
+		return false, true
+	}
+	if c.payload.err == nil && c.payload.n > 0 {
+		// The device stopped early (an error of its own, or it declined
+		// after reading): skip the rest so the next header is in place.
+		if err == nil {
+			err = fmt.Errorf("device took %d of %d payload bytes", int64(h.length)-c.payload.n, h.length)
+		}
+		_, c.payload.err = io.CopyN(io.Discard, c.br, c.payload.n)
+	}
+	if c.payload.err != nil {
+		c.active.Add(-1)
+		c.inflight.Done()
+		c.free <- req
+		c.readFailed(c.payload.err, "reading write payload")
+		return true, false
+	}
+	if err != nil {
+		req.code = errorCode(err)
+		c.log.Debug("nbd: device error", "type", h.typ, "offset", h.offset, "length", h.length, "code", req.code, "err", err)
+	} else {
+		c.s.stats.bytesWritten.Add(uint64(h.length))
+	}
+	c.unflushed = !req.finishReply(c.br.Buffered() == 0)
+	return true, true
 }
 
 // inlineEligible reports whether the request just read may run on the

@@ -1,6 +1,9 @@
 package nbd
 
-import "errors"
+import (
+	"errors"
+	"io"
+)
 
 // Device is what the server exports. The nbd package knows nothing else about
 // the storage behind an export: the engine (or a test) implements Device.
@@ -43,6 +46,27 @@ type Device interface {
 // range. Devices without it get CACHE answered as a successful no-op.
 type Cacher interface {
 	Cache(off uint64, length uint32) error
+}
+
+// Receiver is an optional Device capability for devices that keep their
+// data in memory: ReceiveWrite takes a WRITE's payload straight from the
+// connection into the device's storage, which saves the server's payload
+// buffer and a copy of every byte (a third of the server's CPU time for a
+// 1 MiB write). The server offers it every WRITE without FUA that passed
+// its checks, on the goroutine that reads the connection.
+//
+// ReceiveWrite stores the next length bytes of r at off, with WriteAt's
+// meaning. It answers handled false, having read nothing, when it cannot
+// (the server then reads the payload into a buffer and calls WriteAt). r
+// yields at most length bytes and may block on the client: ReceiveWrite
+// must not hold anything other requests wait for while it reads, and
+// apart from reading r it must be quick (nothing else is read from the
+// connection meanwhile). If r fails, ReceiveWrite returns that error and
+// the server closes the connection; on an error of its own it may stop
+// reading early, and the server skips the rest of the payload and answers
+// the error.
+type Receiver interface {
+	ReceiveWrite(r io.Reader, off uint64, length uint32) (handled bool, err error)
 }
 
 // Errors a Device returns (wrapped with %w) to choose the NBD error code.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -398,6 +399,10 @@ func (d nbdDevice) WriteZeroes(off uint64, n uint32, noHole, fua bool) error {
 	return mapErr(d.v.WriteZeroes(off, n, noHole, fua))
 }
 func (d nbdDevice) Flush() error { return mapErr(d.v.Flush()) }
+func (d nbdDevice) ReceiveWrite(r io.Reader, off uint64, n uint32) (bool, error) {
+	handled, err := d.v.ReceiveWrite(r, off, n)
+	return handled, mapErr(err)
+}
 
 func mapErr(err error) error {
 	switch {

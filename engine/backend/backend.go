@@ -56,6 +56,20 @@ type Writebacker interface {
 	StartWriteback() error
 }
 
+// Receiver is implemented by backends that keep their data in memory:
+// ReceiveAt reads exactly n bytes from r straight into [off, off+n), which
+// spares the caller a buffer and a copy of every byte (for an NBD WRITE,
+// the server's payload buffer; for a 1 MiB write that copy is a third of
+// the server's CPU time). r may be a network connection and block for as
+// long as the client takes: a Receiver holds no lock that other requests
+// wait for while it reads from r. It returns ErrOutOfRange (having read
+// nothing) for a bad range, otherwise the first error from r. After an
+// error the range holds some mix of old and new bytes, as after any write
+// that failed.
+type Receiver interface {
+	ReceiveAt(r io.Reader, off, n int64) error
+}
+
 // Resizer changes the backend's size (online grow). Growing makes the new
 // range [old, size) read as zeroes. Shrinking is refused with ErrShrink
 // (dropping the tail of a replicated volume must be an explicit, separate

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -52,6 +53,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"RandomOps", testRandomOps},
 		{"Concurrent", testConcurrent},
 		{"Resize", testResize},
+		{"Receive", testReceive},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -494,4 +496,67 @@ func testResize(t *testing.T, b backend.Backend) {
 	if _, err := b.WriteAt([]byte{1}, grown); !errors.Is(err, backend.ErrOutOfRange) {
 		t.Fatalf("WriteAt past the new size: err = %v, want ErrOutOfRange", err)
 	}
+}
+
+// trickle reads at most step bytes per Read, like a socket that has only
+// part of a payload, and fails with err once its data is used up.
+type trickle struct {
+	data []byte
+	step int
+	err  error
+}
+
+func (r *trickle) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p[:min(len(p), r.step)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// testReceive checks backend.Receiver, when the backend has it: received
+// bytes read back like written ones, whatever sizes the reader hands out;
+// a bad range reads nothing; a reader error is returned.
+func testReceive(t *testing.T, b backend.Backend) {
+	rc, ok := b.(backend.Receiver)
+	if !ok {
+		t.Skip("backend is not a backend.Receiver")
+	}
+	m := newModel(Size)
+	for i, r := range rangeCases {
+		p := fill(uint64(100+i), int(r[1]))
+		src := &trickle{data: p, step: 1 + i*777, err: io.EOF}
+		if err := rc.ReceiveAt(src, r[0], r[1]); err != nil {
+			t.Fatalf("ReceiveAt(off %d, n %d): %v", r[0], r[1], err)
+		}
+		if len(src.data) != 0 {
+			t.Fatalf("ReceiveAt(off %d, n %d) left %d bytes unread", r[0], r[1], len(src.data))
+		}
+		copy(m.data[r[0]:], p)
+		if err := verifyRange(b, p, r[0]); err != nil {
+			t.Fatalf("case %d (off %d len %d): %v", i, r[0], r[1], err)
+		}
+	}
+	m.verifyAll(t, b)
+
+	for _, r := range [][2]int64{{-1, 1}, {Size - 1, 2}, {Size + 4096, 4096}, {math.MaxInt64 - 1, 4}} {
+		src := &trickle{data: fill(7, 8), step: 8, err: io.EOF}
+		if err := rc.ReceiveAt(src, r[0], r[1]); !errors.Is(err, backend.ErrOutOfRange) {
+			t.Errorf("ReceiveAt(off %d, n %d): err = %v, want ErrOutOfRange", r[0], r[1], err)
+		}
+		if len(src.data) != 8 {
+			t.Errorf("ReceiveAt(off %d, n %d) read from r despite the bad range", r[0], r[1])
+		}
+	}
+
+	// The reader fails after 3000 of 8192 bytes: that error comes back.
+	boom := errors.New("connection reset")
+	src := &trickle{data: fill(8, 3000), step: 1000, err: boom}
+	if err := rc.ReceiveAt(src, 4096, 8192); !errors.Is(err, boom) {
+		t.Errorf("ReceiveAt with a failing reader: err = %v, want %v", err, boom)
+	}
+	// Outside the failed range nothing changed.
+	m.verify(t, b, 0, 4096)
+	m.verify(t, b, 4096+8192, Size-4096-8192)
 }

@@ -2,6 +2,7 @@ package mem
 
 import (
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 
@@ -66,6 +67,7 @@ var (
 	_ backend.Discarder = (*Backend)(nil)
 	_ backend.Zeroer    = (*Backend)(nil)
 	_ backend.Resizer   = (*Backend)(nil)
+	_ backend.Receiver  = (*Backend)(nil)
 )
 
 // New returns an empty (all-zero) backend of the given size. Memory is only
@@ -193,6 +195,33 @@ func (b *Backend) WriteAt(p []byte, off int64) (int, error) {
 		off += int64(m)
 	}
 	return n, nil
+}
+
+// ReceiveAt reads n bytes from r straight into the chunks behind
+// [off, off+n) (backend.Receiver). It does not take the chunks' locks: r
+// may block on a client for a long time, and requests to other bytes of
+// the same chunk must not wait for it. Requests to the same bytes that run
+// at the same time see some mix of old and new bytes, which is what NBD
+// promises for overlapping requests in flight (the engine orders them
+// where it must: a journaled volume never receives directly).
+func (b *Backend) ReceiveAt(r io.Reader, off, n int64) error {
+	if b.closed.Load() {
+		return backend.ErrClosed
+	}
+	if err := backend.CheckRange(b.size.Load(), off, n); err != nil {
+		return err
+	}
+	for n > 0 {
+		ci, co := off/ChunkSize, int(off%ChunkSize)
+		m := int(min(n, int64(ChunkSize-co)))
+		c := b.obtain(ci)
+		if _, err := io.ReadFull(r, c.data[co:co+m]); err != nil {
+			return err
+		}
+		n -= int64(m)
+		off += int64(m)
+	}
+	return nil
 }
 
 // Discard frees the chunks that [off, off+n) covers entirely and zeroes the
