@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,33 @@ type pair struct {
 	resync ResyncOptions // MapPath is set per node under mapDir
 	mapDir string
 	async  bool // VolumeOptions.AsyncApply
+	// syncDelay slows every journal fdatasync of node b (the secondary):
+	// a far peer, whose acks take that long.
+	syncDelay time.Duration
+}
+
+// slowSyncFS delays every file's Sync by d.
+type slowSyncFS struct {
+	vfs.FS
+	d time.Duration
+}
+
+func (s slowSyncFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := s.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{f, s.d}, nil
+}
+
+type slowSyncFile struct {
+	vfs.File
+	d time.Duration
+}
+
+func (f slowSyncFile) Sync() error {
+	time.Sleep(f.d)
+	return f.File.Sync()
 }
 
 func newPair(t *testing.T, mode transport.Mode) *pair { return newPairTB(t, mode, "") }
@@ -99,6 +127,9 @@ func (p *pair) other(n *node) *node {
 func (p *pair) open(n *node) {
 	p.t.Helper()
 	jo := journal.Options{Dir: "/j", FS: n.fs, SegmentSize: 256 << 10, MaxPayload: 64 << 10}
+	if n == p.b && p.syncDelay > 0 {
+		jo.FS = slowSyncFS{n.fs, p.syncDelay}
+	}
 	if p.osDir != "" {
 		jo = journal.Options{Dir: p.osDir + "/" + n.id}
 	}
@@ -451,4 +482,74 @@ func TestPairCutDuringLoneWrites(t *testing.T) {
 	close(stop)
 	<-done
 	p.assertIdentical(p.a, p.b)
+}
+
+// TestCommitDeferral: with a far peer (its fdatasync takes 20 ms), a sync
+// write holds its local group commit back until shortly before its peer
+// ack is due, so one local commit carries the records of many concurrent
+// writes instead of each write committing its own; every write is still
+// on both nodes. Without deferral the primary, whose own commits are
+// instant here, commits about once per write.
+func TestCommitDeferral(t *testing.T) {
+	p := newPairPrep(t, transport.ModeSync, "", func(p *pair) { p.syncDelay = 20 * time.Millisecond })
+	p.waitConnected(p.a)
+	v := p.a.v
+	buf := bytes.Repeat([]byte{7}, 4096)
+	// A few lone writes teach the primary how long the peer's acks take.
+	for i := range 5 {
+		if err := v.WriteAt(buf, uint64(i)*4096, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if avg := time.Duration(v.repl.ackAvg.Load()); avg < 15*time.Millisecond {
+		t.Fatalf("ack latency average %v, want about 20 ms", avg)
+	}
+	const writers, rounds = 16, 8
+	before := v.j.Stats().Syncs
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data := bytes.Repeat([]byte{byte(w + 1)}, 4096)
+			for r := range rounds {
+				if err := v.WriteAt(data, uint64(w*rounds+r)*4096, false); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	syncs := v.j.Stats().Syncs - before
+	t.Logf("%d writes, %d local group commits", writers*rounds, syncs)
+	if syncs > writers*rounds/4 {
+		t.Fatalf("%d local group commits for %d writes: commits were not deferred", syncs, writers*rounds)
+	}
+	p.assertIdentical(p.a, p.b)
+
+	// However long the primary expects the ack to take, a write whose ack
+	// arrives earlier stops deferring its commit then, instead of waiting
+	// out the estimate.
+	v.repl.mu.Lock()
+	v.repl.ackAvg.Store(int64(time.Hour))
+	v.repl.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- v.WriteAt(buf, 0, false) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("write waited for the expected ack time, not the ack")
+	}
+	if v.j.DurableSeq() < v.j.Stats().LastSeq {
+		t.Fatal("write acknowledged before its local commit")
+	}
 }

@@ -503,6 +503,7 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	if err != nil {
 		return err
 	}
+	sent := time.Now()
 
 	wait(deps)
 	aerr := v.applyOp(op)
@@ -513,13 +514,19 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 		aerr = v.fail(fmt.Errorf("backend write at seq %d: %w", seq, aerr))
 	}
 	v.ord.markApplied(p)
+	pw := v.peerWait(seq)
+	if pw != nil && aerr == nil {
+		v.deferCommit(pw, sent)
+	}
 	if err := v.j.WaitDurable(seq); err != nil {
 		return v.fail(err)
 	}
 	if aerr != nil {
 		return aerr
 	}
-	v.waitPeer(seq)
+	if pw != nil {
+		<-pw.done
+	}
 	return nil
 }
 

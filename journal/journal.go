@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -177,6 +179,10 @@ type Journal struct {
 	wg       sync.WaitGroup
 	ckptMu   sync.Mutex // serializes checkpoint file writes
 	trimMu   sync.Mutex // serializes Trim
+
+	// commitAvg is a moving average of a group commit's duration (write
+	// and fdatasync), in nanoseconds; see CommitTime.
+	commitAvg atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -442,9 +448,16 @@ func (j *Journal) commitLocked() {
 	j.mu.pending = batch{buf: j.mu.spareBuf[:0], chunks: j.mu.spareChunks[:0]}
 	j.mu.spareBuf, j.mu.spareChunks = nil, nil
 	j.mu.Unlock()
+	start := time.Now()
 	err := j.writeBatch(&b)
+	took := int64(time.Since(start))
 	j.mu.Lock()
 	j.mu.syncing = false
+	if avg := j.commitAvg.Load(); avg == 0 {
+		j.commitAvg.Store(took)
+	} else {
+		j.commitAvg.Store(avg + (took-avg)/8)
+	}
 	if cap(b.buf) <= 2*j.opts.MaxBatch {
 		j.mu.spareBuf = b.buf[:0]
 	}
@@ -602,6 +615,12 @@ func (j *Journal) fill(f vfs.File, from, size int64) error {
 	}
 	return f.Sync()
 }
+
+// CommitTime is how long a group commit (its write and fdatasync) has
+// taken lately: a moving average over the last few commits, 0 before the
+// first. The engine uses it to decide how long a replicated write may
+// hold its commit back (see engine's commit deferral).
+func (j *Journal) CommitTime() time.Duration { return time.Duration(j.commitAvg.Load()) }
 
 // DurableSeq returns the highest sequence number known durable.
 func (j *Journal) DurableSeq() uint64 {
@@ -861,24 +880,36 @@ func (j *Journal) Restart(firstSeq uint64) error {
 		j.mu.Unlock()
 		return nil
 	}
-	drop := append(append([]*segment(nil), j.mu.segs...), j.mu.recycle...)
+	// Oldest first: the trimmed files kept for reuse, then the live
+	// segments.
+	drop := append(append([]*segment(nil), j.mu.recycle...), j.mu.segs...)
 	j.mu.segs, j.mu.recycle = nil, nil
 	j.mu.Unlock()
 
-	var errs []error
-	for _, s := range drop {
+	// One removal, then one directory sync, at a time, oldest first: a
+	// crash in between then leaves the newest segments, which end at the
+	// checkpoint. Without the syncs a crash may keep a later removal and
+	// lose an earlier one, leaving an old segment alone, and recovery
+	// would find the journal ending below its checkpoint. Restart is
+	// rare (role changes, resyncs); a sync per segment is cheap there.
+	closeRest := func(i int) {
+		for _, rest := range drop[i+1:] {
+			_ = rest.f.Close()
+		}
+	}
+	for i, s := range drop {
 		if err := s.f.Close(); err != nil {
-			errs = append(errs, err)
+			closeRest(i)
+			return j.fail(fmt.Errorf("restart: closing %s: %w", s.path, err))
 		}
 		if err := j.fs.Remove(s.path); err != nil && !isNotExist(err) {
-			errs = append(errs, err)
+			closeRest(i)
+			return j.fail(fmt.Errorf("restart: removing %s: %w", s.path, err))
 		}
-	}
-	if len(errs) > 0 {
-		return j.fail(fmt.Errorf("restart: removing segments: %w", errors.Join(errs...)))
-	}
-	if err := j.fs.SyncDir(j.opts.Dir); err != nil {
-		return j.fail(fmt.Errorf("sync dir %s: %w", j.opts.Dir, err))
+		if err := j.fs.SyncDir(j.opts.Dir); err != nil {
+			closeRest(i)
+			return j.fail(fmt.Errorf("sync dir %s: %w", j.opts.Dir, err))
+		}
 	}
 	if err := j.writeCheckpoint(firstSeq - 1); err != nil {
 		return j.fail(fmt.Errorf("restart: %w", err))
