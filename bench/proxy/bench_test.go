@@ -79,3 +79,35 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRoundTripOverhead sends one 64-byte message at a time through a
+// proxy adding 2.5 ms each way and reports how much longer than 5 ms the
+// round trip takes ("us_over", the proxy's own cost on top of the delay
+// it was asked for), next to the same echo without the proxy.
+func BenchmarkRoundTripOverhead(b *testing.B) {
+	const rtt = 5 * time.Millisecond
+	run := func(b *testing.B, addr string, want time.Duration) {
+		c := dial(b, addr)
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		msg := make([]byte, 64)
+		var total time.Duration
+		b.ResetTimer()
+		for range b.N {
+			start := time.Now()
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, msg); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Since(start)
+		}
+		b.ReportMetric(float64((total/time.Duration(b.N)-want).Microseconds()), "us_over")
+	}
+	echo := startEcho(b)
+	b.Run("direct", func(b *testing.B) { run(b, echo.addr(), 0) })
+	b.Run("proxy-5ms-rtt", func(b *testing.B) {
+		p := startProxy(b, Options{Target: echo.addr(), Latency: rtt / 2})
+		run(b, p.Addr(), rtt)
+	})
+}

@@ -174,6 +174,8 @@ func (l *link) deliverLoop(d *direction) {
 	wait.Stop()
 	defer wait.Stop()
 	var fine *fineTimer // made on first use: links without latency need none
+	// slip is a moving average of how late the fine timer wakes us.
+	var slip time.Duration
 	defer func() { fine.close() }()
 	for {
 		c, ok := d.q.pop(l.done)
@@ -193,7 +195,14 @@ func (l *link) deliverLoop(d *direction) {
 			if fine == nil {
 				fine = newFineTimer()
 			}
-			fine.sleep(time.Until(c.at))
+			// Even a timerfd wakes us late: the thread (on a VM, the
+			// virtual CPU) was asleep. Aim early by the recent slip, so
+			// deliveries land on time on average.
+			target := c.at.Add(-slip)
+			fine.sleep(time.Until(target))
+			if late := time.Since(target); late >= 0 && late < fineWindow {
+				slip += (late - slip) / 8
+			}
 		}
 		// Chunks that fell due meanwhile go out in the same write: fewer
 		// system calls and wake-ups when a burst of requests is in flight.
