@@ -128,8 +128,10 @@ func TestVolumeJournalSyncFailureIsSticky(t *testing.T) {
 			// checkpoint) that does not fail the volume; that is only
 			// allowed for operations that are not syncs of data.
 			if strings.HasPrefix(op, "Sync") || strings.HasPrefix(op, "SyncDir") {
+				// The background operation may still be on its way from
+				// the failed sync to failing the volume: give it a moment.
 				err := v.WriteAt(make([]byte, 4096), 0, false)
-				if err == nil && v.Err() == nil {
+				if err == nil && !failsSoon(v) {
 					t.Fatalf("failAt %d (%s): sync failure swallowed", failAt, op)
 				}
 			}
@@ -261,4 +263,16 @@ func TestVolumeReceiveWrite(t *testing.T) {
 	if handled, err := jv.ReceiveWrite(r, 0, 4096); handled || err != nil || r.Len() != len(data) {
 		t.Fatalf("journaled volume: %v, %v, %d bytes read", handled, err, len(data)-r.Len())
 	}
+}
+
+// failsSoon reports whether v fails within a few seconds.
+func failsSoon(v *Volume) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for v.Err() == nil {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
 }
