@@ -561,9 +561,9 @@ func (v *Volume) peerWait(seq uint64) *peerWaiter {
 const (
 	// commitDeferMargin is slack for the commit starting late and taking
 	// longer than its average.
-	commitDeferMargin = 300 * time.Microsecond
+	commitDeferMargin = 200 * time.Microsecond
 	// commitDeferMin: shorter deferrals are not worth a timer.
-	commitDeferMin = 500 * time.Microsecond
+	commitDeferMin = 100 * time.Microsecond
 )
 
 // deferCommit waits, before a write leads its local commit, for w (its
