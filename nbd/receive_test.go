@@ -196,23 +196,7 @@ func TestReceiverErrorKeepsConnection(t *testing.T) {
 // nothing counts as received.
 func TestReceiverStreamCut(t *testing.T) {
 	dev := newRecvDevice(testSize)
-	s := newTestServer(t, ServerOptions{}, &Export{Name: "vol0", Device: dev})
-	network, addr := listen(t, s, "tcp")
-	c, err := Dial(testCtx(t), network, addr, ClientOptions{ExportName: "vol0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	hdr := make([]byte, requestHeaderSize)
-	encodeRequestHeader(hdr, requestHeader{magic: requestMagic, typ: CmdWrite, length: 8192})
-	if err := c.WriteRaw(append(hdr, make([]byte, 3000)...)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	<-c.Done()
-	waitFor(t, func() bool { return s.Stats().ProtocolErrors == 1 })
+	cutMidWrite(t, dev, 8192, 3000)
 	if dev.receives.Load() != 0 {
 		t.Fatal("a cut payload counted as received")
 	}

@@ -300,7 +300,16 @@ func TestBadMagicClosesConnection(t *testing.T) {
 }
 
 func TestEOFMidRequestClosesConnection(t *testing.T) {
-	s := newTestServer(t, ServerOptions{}, &Export{Name: "vol0", Device: newMemDevice(testSize)})
+	cutMidWrite(t, newMemDevice(testSize), 4096, 2048)
+}
+
+// cutMidWrite serves dev over TCP, sends a WRITE header for length bytes
+// and only sent bytes of its payload, hangs up its sending side, and waits
+// until the server has closed the connection and counted the broken
+// stream as a protocol error.
+func cutMidWrite(t *testing.T, dev Device, length uint32, sent int) {
+	t.Helper()
+	s := newTestServer(t, ServerOptions{}, &Export{Name: "vol0", Device: dev})
 	network, addr := listen(t, s, "tcp")
 	c, err := Dial(testCtx(t), network, addr, ClientOptions{ExportName: "vol0"})
 	if err != nil {
@@ -308,9 +317,8 @@ func TestEOFMidRequestClosesConnection(t *testing.T) {
 	}
 	defer c.Close()
 	hdr := make([]byte, requestHeaderSize)
-	encodeRequestHeader(hdr, requestHeader{magic: requestMagic, typ: CmdWrite, length: 4096})
-	// Header plus half the payload, then hang up our sending side.
-	if err := c.WriteRaw(append(hdr, make([]byte, 2048)...)); err != nil {
+	encodeRequestHeader(hdr, requestHeader{magic: requestMagic, typ: CmdWrite, length: length})
+	if err := c.WriteRaw(append(hdr, make([]byte, sent)...)); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
