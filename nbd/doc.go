@@ -104,7 +104,10 @@
 // (after yielding once, so that workers about to finish can join in):
 // under load ten or more replies share one write system call. Payload buffers come
 // from sync.Pool size classes; the request path does not allocate once
-// warm.
+// warm. A device that keeps its data in memory can implement Receiver:
+// then a WRITE without FUA is handed to it with its payload still in the
+// connection, and the payload goes straight into the device's memory, on
+// the reading goroutine, with no buffer and no copy in between.
 //
 // A READ or WRITE that arrives while nothing else runs executes inline,
 // on the reading goroutine, and its reply goes out directly: alone (a
