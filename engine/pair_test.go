@@ -501,11 +501,12 @@ func TestCommitDeferral(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if avg := time.Duration(v.repl.ackAvg.Load()); avg < 15*time.Millisecond {
-		t.Fatalf("ack latency average %v, want about 20 ms", avg)
+	if us := v.Status().PeerAckMicros; us < 15000 {
+		t.Fatalf("status: peer ack %v µs, want about 20 ms", us)
 	}
 	const writers, rounds = 16, 8
-	before := v.j.Stats().Syncs
+	st := v.Status()
+	before, appends := st.JournalCommits, st.JournalAppends
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
 	for w := range writers {
@@ -526,7 +527,11 @@ func TestCommitDeferral(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	syncs := v.j.Stats().Syncs - before
+	st = v.Status()
+	if got := st.JournalAppends - appends; got != writers*rounds {
+		t.Fatalf("status: %d journal appends for %d writes", got, writers*rounds)
+	}
+	syncs := st.JournalCommits - before
 	t.Logf("%d writes, %d local group commits", writers*rounds, syncs)
 	if syncs > writers*rounds/4 {
 		t.Fatalf("%d local group commits for %d writes: commits were not deferred", syncs, writers*rounds)

@@ -1073,6 +1073,8 @@ func (v *Volume) Status() Status {
 		js := v.j.Stats()
 		s.LastSeq, s.DurableSeq, s.CheckpointSeq = js.LastSeq, js.DurableSeq, js.CheckpointSeq
 		s.AppliedSeq = v.ord.appliedThrough()
+		s.JournalAppends, s.JournalCommits = js.Appends, js.Syncs
+		s.CommitMicros = float64(v.j.CommitTime()) / float64(time.Microsecond)
 	}
 	if p := v.failed.Load(); p != nil {
 		s.Failed = (*p).Error()
@@ -1085,6 +1087,7 @@ func (v *Volume) Status() Status {
 	v.repl.mu.Lock()
 	s.Conn, s.ConnError, s.PeerDisk = v.repl.mu.state, v.repl.mu.err, v.repl.mu.peerDisk
 	s.PeerAckedSeq = v.repl.mu.peerDur
+	s.PeerAckMicros = float64(v.repl.ackAvg.Load()) / float64(time.Microsecond)
 	link := v.repl.mu.link
 	v.repl.mu.Unlock()
 	if link != nil {

@@ -74,6 +74,17 @@ type Status struct {
 	LagBytes   int64  `json:"lag_bytes"`
 	// InFlight is the number of writes admitted and not yet answered.
 	InFlight int `json:"in_flight"`
+	// Journal counters since the daemon started: records appended and
+	// group commits (fdatasync rounds); appends / commits is the average
+	// batch. CommitMicros is a recent group commit's duration (moving
+	// average), 0 before the first.
+	JournalAppends uint64  `json:"journal_appends,omitempty"`
+	JournalCommits uint64  `json:"journal_commits,omitempty"`
+	CommitMicros   float64 `json:"commit_us,omitempty"`
+	// PeerAckMicros (primary, sync and memory modes) is how long the peer
+	// has lately taken to acknowledge a record as durable (moving average),
+	// what commit deferral aims by.
+	PeerAckMicros float64 `json:"peer_ack_us,omitempty"`
 	// RTT of the peer link in microseconds (0 when unknown).
 	RTTMicros int64 `json:"rtt_us,omitempty"`
 	// Bytes the current peer link sent and received (frames as written to
