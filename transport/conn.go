@@ -110,6 +110,7 @@ func newConn(h *hs, local, remote Hello, agreed HelloOK) *Conn {
 			Codec:       agreed.Codec,
 			CompressMin: o.CompressMin,
 			MaxPayload:  o.MaxPayload,
+			Gate:        new(CompressGate),
 		},
 		sendq:      make(chan outFrame, o.SendQueue),
 		ctlq:       make(chan []byte, 16),

@@ -308,6 +308,8 @@ type EncodeOptions struct {
 	CompressMin int
 	// MaxPayload caps the encoded payload (default DefaultMaxPayload).
 	MaxPayload int
+	// Gate, when set, skips compression while payloads do not shrink.
+	Gate *CompressGate
 }
 
 // AppendFrame validates f and appends its complete encoding (header and
@@ -331,8 +333,10 @@ func AppendFrame(dst []byte, f Frame, opts EncodeOptions) (out []byte, saved int
 		return dst[:start], 0, tooLarge(f.Type().String()+" payload", uint64(len(raw)), uint64(hi))
 	}
 	h := Header{Version: opts.Version, Type: f.Type(), RawLen: uint32(len(raw)), WireLen: uint32(len(raw))}
-	if opts.Codec != CodecNone && len(raw) >= opts.CompressMin && len(raw) > 0 {
-		if n := compressInPlace(opts.Codec, raw); n > 0 {
+	if opts.Codec != CodecNone && len(raw) >= opts.CompressMin && len(raw) > 0 && opts.Gate.try() {
+		n := compressInPlace(opts.Codec, raw)
+		opts.Gate.result(n > 0)
+		if n > 0 {
 			saved = len(raw) - n
 			dst = dst[:start+HeaderSize+n]
 			h.Flags |= FlagCompressed

@@ -239,6 +239,58 @@ func TestCompressOnlyWhenItShrinks(t *testing.T) {
 	}
 }
 
+// TestCompressGate: after gateMisses payloads in a row that did not
+// shrink, a gated encoder sends the next gateSkip payloads raw without
+// trying (a compressible one among them goes raw too), then tries again,
+// and one that shrinks turns compression back on.
+func TestCompressGate(t *testing.T) {
+	random := make([]byte, 4096)
+	x := uint64(88172645463325252)
+	for i := range random {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		random[i] = byte(x)
+	}
+	text := bytes.Repeat([]byte("all work and no play "), 200)
+	rec := func(d []byte) Record { return Record{Seq: 1, Kind: KindWrite, Length: uint32(len(d)), Data: d} }
+	gate := new(CompressGate)
+	opts := EncodeOptions{Codec: CodecS2, CompressMin: 512, Gate: gate}
+	send := func(d []byte) int {
+		t.Helper()
+		_, saved, err := AppendFrame(nil, rec(d), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return saved
+	}
+	if send(text) == 0 {
+		t.Fatal("text not compressed by a fresh gate")
+	}
+	for range gateMisses {
+		send(random)
+	}
+	for i := range gateSkip {
+		if saved := send(text); saved != 0 {
+			t.Fatalf("payload %d after %d incompressible ones was compressed (saved %d): the gate did not skip", i, gateMisses, saved)
+		}
+	}
+	if send(text) == 0 {
+		t.Fatal("after the skip, a compressible payload was not tried")
+	}
+	if send(text) == 0 {
+		t.Fatal("compression did not stay on after a payload shrank")
+	}
+	// Without a gate every payload is tried.
+	opts.Gate = nil
+	for range gateMisses {
+		send(random)
+	}
+	if send(text) == 0 {
+		t.Fatal("ungated encoder skipped a compressible payload")
+	}
+}
+
 func TestDecodersRejectInconsistentPayloads(t *testing.T) {
 	be := binary.BigEndian
 	rec := func(seq uint64, kind, flags uint8, length uint32, off uint64, data []byte) []byte {
