@@ -227,8 +227,11 @@ func (p *pair) waitConnected(prim *node) {
 func (p *pair) assertIdentical(prim, sec *node) {
 	p.t.Helper()
 	last := prim.v.j.Stats().LastSeq
-	waitFor(p.t, "secondary to apply everything", func() bool {
-		return sec.v.ord.appliedThrough() >= last && sec.v.inflightN.Load() == 0
+	// Both sides: with asynchronous apply the primary acknowledges writes
+	// before its own backend has them.
+	waitFor(p.t, "both nodes to apply everything", func() bool {
+		return sec.v.ord.appliedThrough() >= last && sec.v.inflightN.Load() == 0 &&
+			prim.v.ord.appliedThrough() >= last && prim.v.inflightN.Load() == 0
 	})
 	a, b := make([]byte, pairSize), make([]byte, pairSize)
 	prim.be.ReadAt(a, 0)
