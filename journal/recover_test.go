@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -394,5 +395,89 @@ func TestReusedSegmentNotReplayed(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStaleSpareHeader: a crash can leave a full-size segment holding only
+// its header (written with its first record, whose page the crash lost)
+// after a tail that recovery cuts elsewhere. Recovery must not reuse that
+// file with its header intact: a later recovery, once the journal has gone
+// on past the header's first seq in the earlier segment, would take it for
+// the start of the journal. It moves the file aside (.broken), the journal
+// goes on, and the next recovery replays everything.
+func TestStaleSpareHeader(t *testing.T) {
+	fs := vfs.NewMemFS()
+	opts := testOpts(fs)
+	opts.SegmentSize = 256 << 10 // everything below fits in the first segment
+	j := mustOpen(t, opts)
+	op := Op{Kind: KindTrim, Offset: 0, Length: 4096}
+	model := map[uint64]Op{}
+	for range 10 {
+		seq, err := j.Append(op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		model[seq] = op
+	}
+	st := j.Stats()
+	mustClose(t, j)
+
+	// The file after the active segment gets a valid header claiming seq
+	// 16 starts there, as a crash in the middle of a rotation leaves it.
+	next := st.Segments + 1
+	var names []string
+	if names, _ = fs.List(testDir); len(names) == 0 {
+		t.Fatal("no files")
+	}
+	path := filepath.Join(testDir, segName(uint64(next)))
+	f, err := fs.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatalf("segment %s: %v (files %v)", path, err, names)
+	}
+	if err := f.Allocate(opts.SegmentSize); err != nil {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, segmentHeaderSize)
+	sh := segmentHeader{segID: uint64(next), firstSeq: 16, size: uint64(opts.SegmentSize)}
+	sh.encode(hdr)
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := fs.SyncDir(testDir); err != nil {
+		t.Fatal(err)
+	}
+
+	// Recovery ends the journal at 10 and keeps that file as the spare;
+	// the journal goes on in the first segment past seq 16.
+	j = mustOpen(t, opts)
+	for range 20 {
+		seq, err := j.Append(op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		model[seq] = op
+	}
+	if err := j.Checkpoint(25); err != nil {
+		t.Fatal(err)
+	}
+	mustClose(t, j)
+	if names, _ = fs.List(testDir); !slices.Contains(names, segName(uint64(next))+brokenSuffix) {
+		t.Fatalf("the segment with the stale header was not moved aside: files %v", names)
+	}
+
+	j, err = Open(opts)
+	if err != nil {
+		t.Fatalf("reopen after the journal went past the stale header: %v", err)
+	}
+	defer j.Close()
+	if st := j.Stats(); st.DurableSeq != 30 {
+		t.Fatalf("durable %d after reopen, want 30", st.DurableSeq)
+	}
+	if last, err := checkReplay(j, 26, model); err != nil || last != 30 {
+		t.Fatalf("replay: %d %v", last, err)
 	}
 }
