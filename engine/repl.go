@@ -568,11 +568,8 @@ const (
 
 // deferCommit waits, before a write leads its local commit, for w (its
 // peer ack) or its commit deadline, whichever comes first; sent is when
-// its record went to the peer.
+// its record went to the peer. Sync mode only (the caller checks).
 func (v *Volume) deferCommit(w *peerWaiter, sent time.Time) {
-	if v.peer.Mode != transport.ModeSync {
-		return
-	}
 	ack := time.Duration(v.repl.ackAvg.Load())
 	if ack == 0 {
 		return

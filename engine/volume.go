@@ -503,7 +503,10 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	if err != nil {
 		return err
 	}
-	sent := time.Now()
+	var sent time.Time // for commit deferral: sync-mode writes only
+	if v.peer.Mode == transport.ModeSync {
+		sent = time.Now()
+	}
 
 	wait(deps)
 	aerr := v.applyOp(op)
@@ -515,7 +518,7 @@ func (v *Volume) mutate(op journal.Op, fua bool) error {
 	}
 	v.ord.markApplied(p)
 	pw := v.peerWait(seq)
-	if pw != nil && aerr == nil {
+	if pw != nil && aerr == nil && !sent.IsZero() {
 		v.deferCommit(pw, sent)
 	}
 	if err := v.j.WaitDurable(seq); err != nil {

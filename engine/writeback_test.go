@@ -105,12 +105,8 @@ func TestWritebackEIOFailsVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCalls(t, be, 1)
-	deadline := time.Now().Add(10 * time.Second)
-	for v.Err() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("volume still healthy after writeback EIO")
-		}
-		time.Sleep(time.Millisecond)
+	if !failsSoon(v) {
+		t.Fatal("volume still healthy after writeback EIO")
 	}
 	if err := v.WriteAt(buf, 0, false); !errors.Is(err, ErrFailed) {
 		t.Fatalf("write after writeback EIO: %v, want ErrFailed", err)

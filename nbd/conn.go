@@ -425,12 +425,10 @@ func (c *conn) receive(req *request, h requestHeader) (handled, ok bool) {
 		c.readFailed(c.payload.err, "reading write payload")
 		return true, false
 	}
-	if err != nil {
-		req.code = errorCode(err)
-		c.log.Debug("nbd: device error", "type", h.typ, "offset", h.offset, "length", h.length, "code", req.code, "err", err)
-	} else {
+	if err == nil {
 		c.s.stats.bytesWritten.Add(uint64(h.length))
 	}
+	req.setErr(err)
 	c.unflushed = !req.finishReply(c.br.Buffered() == 0)
 	return true, true
 }
@@ -684,10 +682,17 @@ func (r *request) exec() {
 			err = c.cacher.Cache(h.offset, h.length)
 		}
 	}
-	if err != nil {
-		r.code = errorCode(err)
-		c.log.Debug("nbd: device error", "type", h.typ, "offset", h.offset, "length", h.length, "code", r.code, "err", err)
+	r.setErr(err)
+}
+
+// setErr sets the reply code for the device's error, if any, and logs it.
+func (r *request) setErr(err error) {
+	if err == nil {
+		return
 	}
+	h := &r.hdr
+	r.code = errorCode(err)
+	r.c.log.Debug("nbd: device error", "type", h.typ, "offset", h.offset, "length", h.length, "code", r.code, "err", err)
 }
 
 // finish sends or queues the reply of an executed request and ends its

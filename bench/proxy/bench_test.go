@@ -102,7 +102,7 @@ func BenchmarkRoundTripOverhead(b *testing.B) {
 			}
 			total += time.Since(start)
 		}
-		b.ReportMetric(float64((total/time.Duration(b.N)-want).Microseconds()), "us_over")
+		b.ReportMetric(float64((total/time.Duration(b.N) - want).Microseconds()), "us_over")
 	}
 	echo := startEcho(b)
 	b.Run("direct", func(b *testing.B) { run(b, echo.addr(), 0) })
