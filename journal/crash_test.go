@@ -148,8 +148,10 @@ func crashRun(seed uint64) error {
 				delete(model, s)
 			}
 		}
-		if last, err := checkReplay(j, st.CheckpointSeq+1, model); err != nil || last != st.DurableSeq {
-			return fmt.Errorf("round %d: replay to %d (durable %d): %v", round, last, st.DurableSeq, err)
+		// Replay everything retained, not only what recovery walked: the
+		// segments before the checkpoint must still read back whole.
+		if last, err := checkReplay(j, st.FirstSeq, model); err != nil || last != st.DurableSeq {
+			return fmt.Errorf("round %d: replay %d-%d (checkpoint %d, durable %d): %v", round, st.FirstSeq, last, st.CheckpointSeq, st.DurableSeq, err)
 		}
 	}
 	// Final: append, clean close, reopen, everything retained is intact.

@@ -199,9 +199,13 @@ type Journal struct {
 		segs        []*segment // live, oldest first; the last is the active one
 		spare       *segment   // preallocated next segment
 		recycle     []*segment // trimmed files kept for reuse, oldest first
-		nextID      uint64
-		retains     map[string]uint64
-		stats       Stats
+		// reusing: the preallocator has taken the oldest recycled file
+		// and not yet made its new name durable. Until it has, no newer
+		// trimmed file may be removed (see Trim).
+		reusing bool
+		nextID  uint64
+		retains map[string]uint64
+		stats   Stats
 	}
 }
 
@@ -537,10 +541,15 @@ func (j *Journal) prepLoop() {
 		if len(j.mu.recycle) > 0 {
 			reuse = j.mu.recycle[0]
 			j.mu.recycle = j.mu.recycle[1:]
+			j.mu.reusing = true
 		}
 		j.mu.Unlock()
 		seg, err := j.prepare(id, reuse)
 		j.mu.Lock()
+		if reuse != nil {
+			j.mu.reusing = false
+			j.mu.cond.Broadcast() // Restart waits for this
+		}
 		if err != nil {
 			j.failLocked(fmt.Errorf("preallocate segment: %w", err))
 		} else {
@@ -747,10 +756,15 @@ func (j *Journal) Trim() error {
 	j.mu.segs = append([]*segment(nil), j.mu.segs[n:]...)
 	// Keep the newest victims: dropped files must stay a prefix of the
 	// journal, so that after a crash the reappearing ones are contiguous
-	// with the live segments.
+	// with the live segments. While the preallocator is renaming the
+	// oldest trimmed file, that file is still on disk under its old name
+	// and older than every file here: removing any of them now could
+	// leave a gap in the sequence numbers (recovery would then take the
+	// old file to end where the next remaining one begins). The next
+	// Trim drops the extras instead.
 	j.mu.recycle = append(j.mu.recycle, victims...)
 	var drop []*segment
-	if extra := len(j.mu.recycle) - keepRecycled; extra > 0 {
+	if extra := len(j.mu.recycle) - keepRecycled; extra > 0 && !j.mu.reusing {
 		drop = append(drop, j.mu.recycle[:extra]...)
 		j.mu.recycle = append([]*segment(nil), j.mu.recycle[extra:]...)
 	}
@@ -866,6 +880,12 @@ func (j *Journal) Restart(firstSeq uint64) error {
 	j.ckptMu.Lock()
 	defer j.ckptMu.Unlock()
 	j.mu.Lock()
+	// A trimmed file being renamed by the preallocator is the oldest on
+	// disk: let it get its new name first, or a crash during the removals
+	// below could leave it behind, alone (see Trim).
+	for j.mu.reusing && j.mu.failed == nil {
+		j.mu.cond.Wait()
+	}
 	if err := j.usableLocked(); err != nil {
 		j.mu.Unlock()
 		return err
