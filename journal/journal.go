@@ -12,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -399,23 +398,13 @@ func (j *Journal) submit(op Op, async bool) (uint64, error) {
 func grow(b []byte, n int) []byte {
 	old := len(b)
 	if cap(b)-old < n {
-		nb := alignedBuf(old, 2*cap(b)+n)
+		nb := make([]byte, old, 2*cap(b)+n)
 		copy(nb, b)
 		b = nb
 	}
 	b = b[:old+n]
 	clear(b[old:])
 	return b
-}
-
-// alignedBuf returns a zeroed buffer of length n and capacity c that starts
-// on a sector boundary in memory. Batches are built of whole sectors, so
-// every chunk of such a buffer is sector-aligned too, which lets the OS FS
-// write it with direct I/O (vfs.DirectWrites).
-func alignedBuf(n, c int) []byte {
-	b := make([]byte, c+sectorSize)
-	off := int(-uintptr(unsafe.Pointer(&b[0])) & (sectorSize - 1))
-	return b[off : off+n : off+c]
 }
 
 func (b *batch) addChunk(seg *segment, off int64, start int) {
@@ -593,7 +582,7 @@ func (j *Journal) prepare(id uint64, reuse *segment) (*segment, error) {
 			}
 		}
 	} else {
-		f, err := j.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|vfs.DirectWrites, 0o644)
+		f, err := j.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
 			return nil, err
 		}
@@ -618,7 +607,7 @@ func (j *Journal) fill(f vfs.File, from, size int64) error {
 		return err
 	}
 	if !j.opts.SkipZeroFill {
-		zero := alignedBuf(int(min(zeroChunk, size-from)), zeroChunk)
+		zero := make([]byte, min(zeroChunk, size-from))
 		for off := from; off < size; off += int64(len(zero)) {
 			n := min(int64(len(zero)), size-off)
 			if _, err := f.WriteAt(zero[:n], off); err != nil {

@@ -121,7 +121,7 @@ func (j *Journal) recover() (err error) {
 	}()
 	for _, id := range ids {
 		s := &scanSeg{id: id, path: j.path(segName(id))}
-		if s.f, err = fsys.OpenFile(s.path, os.O_RDWR|vfs.DirectWrites, 0); err != nil {
+		if s.f, err = fsys.OpenFile(s.path, os.O_RDWR, 0); err != nil {
 			return fmt.Errorf("journal: open: %w", err)
 		}
 		segs = append(segs, s)

@@ -5,9 +5,8 @@
 //
 // Contract of FS:
 //   - Paths are ordinary slash-separated paths; List returns base names.
-//   - OpenFile understands os.O_RDONLY, os.O_RDWR, os.O_CREATE, os.O_EXCL,
-//     os.O_TRUNC and DirectWrites (a hint that any FS may ignore). Missing
-//     files give an error wrapping fs.ErrNotExist.
+//   - OpenFile understands os.O_RDONLY, os.O_RDWR, os.O_CREATE, os.O_EXCL and
+//     os.O_TRUNC. Missing files give an error wrapping fs.ErrNotExist.
 //   - A created, renamed or removed directory entry is durable only after
 //     SyncDir on its directory. File contents are durable only after
 //     File.Sync (fdatasync semantics: data plus the metadata needed to read
@@ -26,32 +25,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
-
-// DirectWrites, or'ed into OpenFile's flag, asks for writes that bypass the
-// page cache where they can. The OS FS then also opens the file with
-// O_DIRECT, if its filesystem supports direct I/O at 512-byte alignment
-// (statx STATX_DIOALIGN), and sends every write whose offset, length and
-// buffer address are aligned through that handle; other writes and all
-// reads use the normal handle. Sync covers both. A direct write costs the
-// same on the device but saves fdatasync the page-cache writeback: the
-// journal's group commit (write, then fdatasync) takes less time.
-// MemFS and FailFS ignore the flag.
-const DirectWrites = 1 << 30
-
-// directAlign is the alignment DirectWrites asks for: the journal's
-// sector. Filesystems that need more get no direct handle.
-const directAlign = 512
-
-// WriteCounter is implemented by the OS FS's files: how many writes went
-// through the direct handle and how many through the page cache.
-type WriteCounter interface {
-	WriteCounts() (direct, buffered uint64)
-}
 
 // FS is the filesystem the journal runs on.
 type FS interface {
@@ -87,27 +63,11 @@ var OS FS = osFS{}
 type osFS struct{}
 
 func (osFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
-	direct := flag&DirectWrites != 0
-	f, err := os.OpenFile(name, flag&^DirectWrites, perm)
+	f, err := os.OpenFile(name, flag, perm)
 	if err != nil {
 		return nil, err
 	}
-	o := &osFile{f: f}
-	if direct && flag&(os.O_WRONLY|os.O_RDWR) != 0 {
-		var st unix.Statx_t
-		if unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &st) == nil &&
-			st.Mask&unix.STATX_DIOALIGN != 0 &&
-			st.Dio_offset_align != 0 && directAlign%st.Dio_offset_align == 0 &&
-			st.Dio_mem_align != 0 && directAlign%st.Dio_mem_align == 0 {
-			// Not O_CREATE or O_TRUNC again: the file exists and was
-			// truncated by the first open if asked.
-			d, err := os.OpenFile(name, os.O_WRONLY|unix.O_DIRECT, 0)
-			if err == nil {
-				o.d = d
-			}
-		}
-	}
-	return o, nil
+	return osFile{f}, nil
 }
 
 func (osFS) Remove(name string) error             { return os.Remove(name) }
@@ -141,44 +101,16 @@ func (osFS) SyncDir(dir string) error {
 	return err
 }
 
-type osFile struct {
-	f *os.File
-	// d is an O_DIRECT handle of the same file, or nil (see DirectWrites).
-	d                *os.File
-	direct, buffered atomic.Uint64
-}
+type osFile struct{ f *os.File }
 
-func (o *osFile) ReadAt(p []byte, off int64) (int, error) { return o.f.ReadAt(p, off) }
-func (o *osFile) Truncate(size int64) error               { return o.f.Truncate(size) }
-
-// WriteAt writes through the direct handle when the write is aligned: the
-// kernel keeps the page cache coherent (it writes back and drops cached
-// pages of the range around a direct write).
-func (o *osFile) WriteAt(p []byte, off int64) (int, error) {
-	if o.d != nil && len(p) > 0 && off%directAlign == 0 && len(p)%directAlign == 0 &&
-		uintptr(unsafe.Pointer(&p[0]))%directAlign == 0 {
-		o.direct.Add(1)
-		return o.d.WriteAt(p, off)
-	}
-	o.buffered.Add(1)
-	return o.f.WriteAt(p, off)
-}
-
-func (o *osFile) WriteCounts() (direct, buffered uint64) {
-	return o.direct.Load(), o.buffered.Load()
-}
-
-func (o *osFile) Close() error {
-	var derr error
-	if o.d != nil {
-		derr = o.d.Close()
-	}
-	return errors.Join(o.f.Close(), derr)
-}
+func (o osFile) ReadAt(p []byte, off int64) (int, error)  { return o.f.ReadAt(p, off) }
+func (o osFile) WriteAt(p []byte, off int64) (int, error) { return o.f.WriteAt(p, off) }
+func (o osFile) Truncate(size int64) error                { return o.f.Truncate(size) }
+func (o osFile) Close() error                             { return o.f.Close() }
 
 // Sync uses fdatasync: the journal only needs the data and the size, and
 // skipping the mtime update saves a metadata write per group commit.
-func (o *osFile) Sync() error {
+func (o osFile) Sync() error {
 	for {
 		err := unix.Fdatasync(int(o.f.Fd()))
 		if err == unix.EINTR {
@@ -191,7 +123,7 @@ func (o *osFile) Sync() error {
 	}
 }
 
-func (o *osFile) Size() (int64, error) {
+func (o osFile) Size() (int64, error) {
 	st, err := o.f.Stat()
 	if err != nil {
 		return 0, err
@@ -201,7 +133,7 @@ func (o *osFile) Size() (int64, error) {
 
 // Allocate uses fallocate so that later writes cannot fail with ENOSPC; on
 // filesystems without it the file is only extended (sparse).
-func (o *osFile) Allocate(size int64) error {
+func (o osFile) Allocate(size int64) error {
 	err := unix.Fallocate(int(o.f.Fd()), 0, 0, size)
 	if err == nil {
 		return nil

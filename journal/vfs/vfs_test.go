@@ -8,9 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 func write(t *testing.T, f File, b []byte, off int64) {
@@ -191,88 +188,5 @@ func TestOSFS(t *testing.T) {
 	_ = f.Close()
 	if err := OS.Remove(name + "2"); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// directSupported reports whether dir's filesystem does direct I/O at the
-// alignment DirectWrites needs (tmpfs does not).
-func directSupported(t *testing.T, dir string) bool {
-	t.Helper()
-	name := filepath.Join(dir, "probe")
-	if err := os.WriteFile(name, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(name)
-	var st unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, name, 0, unix.STATX_DIOALIGN, &st); err != nil {
-		return false
-	}
-	return st.Mask&unix.STATX_DIOALIGN != 0 && st.Dio_offset_align != 0 && directAlign%st.Dio_offset_align == 0 &&
-		st.Dio_mem_align != 0 && directAlign%st.Dio_mem_align == 0
-}
-
-// TestOSFSDirectWrites: with DirectWrites, aligned writes go through the
-// O_DIRECT handle and unaligned ones through the page cache, and either
-// reads back through the normal handle and another open of the file.
-func TestOSFSDirectWrites(t *testing.T) {
-	dir := t.TempDir()
-	if !directSupported(t, dir) {
-		t.Skipf("%s: no direct I/O at %d-byte alignment", dir, directAlign)
-	}
-	name := filepath.Join(dir, "seg")
-	f, err := OS.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC|DirectWrites, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Allocate(1 << 16); err != nil {
-		t.Fatal(err)
-	}
-	raw := make([]byte, 8192+directAlign)
-	off := int(-uintptr(unsafe.Pointer(&raw[0])) & (directAlign - 1))
-	aligned := raw[off : off+8192]
-	for i := range aligned {
-		aligned[i] = byte(i * 7)
-	}
-	// Read the range into the page cache first: the direct write must not
-	// leave a stale cached copy behind.
-	if _, err := f.ReadAt(make([]byte, 8192), 4096); err != nil {
-		t.Fatal(err)
-	}
-	write(t, f, aligned, 4096)            // direct
-	write(t, f, aligned[1:513], 20000)    // unaligned buffer
-	write(t, f, aligned[:100], 30000)     // unaligned length
-	write(t, f, aligned[:directAlign], 3) // unaligned offset
-	wc, ok := f.(WriteCounter)
-	if !ok {
-		t.Fatal("OS file does not count its writes")
-	}
-	if d, b := wc.WriteCounts(); d != 1 || b != 3 {
-		t.Fatalf("direct %d, buffered %d writes; want 1 and 3", d, b)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, 8192)
-	if _, err := f.ReadAt(got, 4096); err != nil || !bytes.Equal(got, aligned) {
-		t.Fatalf("direct write reads back wrong (err %v)", err)
-	}
-	whole, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(whole[4096:4096+8192], aligned) || !bytes.Equal(whole[20000:20512], aligned[1:513]) ||
-		!bytes.Equal(whole[3:3+directAlign], aligned[:directAlign]) {
-		t.Fatal("file content differs from what was written")
-	}
-	// Without the flag, or read-only, there is no direct handle.
-	g, err := OS.OpenFile(name, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	write(t, g, aligned, 0)
-	if d, _ := g.(WriteCounter).WriteCounts(); d != 0 {
-		t.Fatal("a file opened without DirectWrites wrote directly")
 	}
 }
