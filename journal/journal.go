@@ -33,6 +33,9 @@ const (
 	keepRecycled  = 2
 	zeroChunk     = 1 << 20
 	fillSyncEvery = 4 << 20
+	// writeAlign is the block that journal writes are widened to (see
+	// writeChunk): the filesystem block size of ext4 and XFS defaults.
+	writeAlign = 4096
 )
 
 // Options configure a Journal. The zero value of every field but Dir is a
@@ -152,6 +155,11 @@ type segment struct {
 	firstSeq uint64 // 0 while the segment holds no record
 	lastSeq  uint64 // last sequence assigned to it
 	end      int64  // next write offset (0: header not yet written)
+	// tail is the content of the partial block at end, file bytes
+	// [end &^ (writeAlign-1), end), when tailKnown (see writeChunk). A new
+	// or restarted segment (end 0) has an empty, known tail.
+	tail      []byte
+	tailKnown bool
 }
 
 // chunk is a contiguous piece of the pending batch destined for one segment.
@@ -183,6 +191,8 @@ type Journal struct {
 	// commitAvg is a moving average of a group commit's duration (write
 	// and fdatasync), in nanoseconds; see CommitTime.
 	commitAvg atomic.Int64
+	// wbuf assembles a widened journal write (writeChunk); the committer's.
+	wbuf []byte
 
 	mu struct {
 		sync.Mutex
@@ -484,7 +494,7 @@ func (j *Journal) commitLocked() {
 
 func (j *Journal) writeBatch(b *batch) error {
 	for _, c := range b.chunks {
-		if _, err := c.seg.f.WriteAt(b.buf[c.start:c.end], c.off); err != nil {
+		if err := j.writeChunk(c.seg, b.buf[c.start:c.end], c.off); err != nil {
 			return fmt.Errorf("write %s: %w", c.seg.path, err)
 		}
 	}
@@ -501,6 +511,66 @@ func (j *Journal) writeBatch(b *batch) error {
 		}
 	}
 	return nil
+}
+
+// writeChunk writes data at off, the segment's end, widened to whole
+// writeAlign blocks: it starts at the block boundary at or below off,
+// carrying again the bytes of that block already written (s.tail), and
+// is padded with zeroes to the next boundary (or the segment's size). A
+// write that covers only part of a block whose page is not cached (after
+// a restart, or once memory pressure evicted a recycled segment's pages)
+// makes the kernel read the block from disk before it can take the write:
+// a disk read inside every group commit. The disk sees the same bytes
+// either way (the kernel writes whole blocks back, the prefix is what is
+// already there), so crash safety and the format are unchanged: what
+// lies past the end of the log was zeroes, a cut torn tail or an earlier
+// use's records, and is zeroes now. Without a known tail (its read failed
+// at open) the write goes out as it is.
+//
+// Only the committer calls it (one commit at a time), so s.tail and
+// j.wbuf need no lock.
+func (j *Journal) writeChunk(s *segment, data []byte, off int64) error {
+	head := off % writeAlign
+	end := off + int64(len(data))
+	padEnd := min((end+writeAlign-1)/writeAlign*writeAlign, s.size)
+	known := head == 0 || (s.tailKnown && int64(len(s.tail)) == head)
+	if !known {
+		if _, err := s.f.WriteAt(data, off); err != nil {
+			return err
+		}
+		s.setTail(data, off, end)
+		return nil
+	}
+	base := off - head
+	buf := data
+	if head != 0 || padEnd != end {
+		n := int(padEnd - base)
+		if cap(j.wbuf) < n {
+			j.wbuf = make([]byte, n, n+n/4)
+		}
+		buf = j.wbuf[:n]
+		copy(buf, s.tail)
+		copy(buf[head:], data)
+		clear(buf[head+int64(len(data)):])
+	}
+	if _, err := s.f.WriteAt(buf, base); err != nil {
+		return err
+	}
+	s.setTail(buf[:end-base], base, end)
+	return nil
+}
+
+// setTail records the partial block at end from w, the bytes written at
+// [from, end); the tail stays unknown when w does not reach back to the
+// block's start.
+func (s *segment) setTail(w []byte, from, end int64) {
+	blk := end - end%writeAlign
+	if blk < from {
+		s.tail, s.tailKnown = s.tail[:0], false
+		return
+	}
+	s.tail = append(s.tail[:0], w[blk-from:]...)
+	s.tailKnown = true
 }
 
 // syncLoop commits batches queued by Submit when no waiter leads.
@@ -566,7 +636,7 @@ func (j *Journal) prepLoop() {
 // directory is fsynced so that the new name survives a crash.
 func (j *Journal) prepare(id uint64, reuse *segment) (*segment, error) {
 	path := j.path(segName(id))
-	seg := &segment{id: id, path: path, size: j.opts.SegmentSize}
+	seg := &segment{id: id, path: path, size: j.opts.SegmentSize, tailKnown: true}
 	if reuse != nil {
 		if err := j.fs.Rename(reuse.path, path); err != nil {
 			_ = reuse.f.Close() // the rename error is the one to report
@@ -950,6 +1020,7 @@ func (j *Journal) Restart(firstSeq uint64) error {
 	j.mu.spare = nil
 	j.mu.Unlock()
 	seg.firstSeq, seg.lastSeq, seg.end = 0, 0, 0
+	seg.tail, seg.tailKnown = seg.tail[:0], true
 	j.mu.Lock()
 	j.mu.segs = []*segment{seg}
 	j.mu.nextSeq, j.mu.durable, j.mu.checkpoint = firstSeq, firstSeq-1, firstSeq-1

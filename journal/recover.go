@@ -237,11 +237,29 @@ func (j *Journal) recover() (err error) {
 		case p > 0:
 			seg.firstSeq, seg.lastSeq, seg.end = s.hdr.firstSeq, expected-1, p
 		default:
-			seg.end = 0
+			seg.end, seg.tailKnown = 0, true
 		}
-		j.mu.segs = append(j.mu.segs, seg)
+		j.mu.segs = append(j.mu.segs, seg) // from here closed on error
+		if i == k && p > 0 {
+			if err := j.loadTail(seg); err != nil {
+				return err
+			}
+		}
 	}
 	j.mu.nextSeq, j.mu.durable = expected, expected-1
+	return nil
+}
+
+// loadTail reads the partial block at the end of the active segment, which
+// the next commit writes again (see writeChunk). Recovery has just read
+// these bytes, so an error here is an I/O error like any other at open.
+func (j *Journal) loadTail(seg *segment) error {
+	blk := seg.end - seg.end%writeAlign
+	tail := make([]byte, seg.end-blk, writeAlign)
+	if n, err := seg.f.ReadAt(tail, blk); n < len(tail) {
+		return fmt.Errorf("journal: open: reading the tail block of %s at %d: %w", seg.path, blk, err)
+	}
+	seg.tail, seg.tailKnown = tail, true
 	return nil
 }
 
@@ -361,7 +379,7 @@ func (j *Journal) resolveEnd(segs []*scanSeg, k int, p int64, expected uint64, k
 			j.log.Warn("journal: moving aside segment written after the torn tail", "segment", s.path)
 			err = errors.Join(s.f.Close(), j.fs.Rename(s.path, s.path+brokenSuffix))
 		case j.mu.spare == nil && s.size == j.opts.SegmentSize:
-			j.mu.spare = &segment{id: s.id, path: s.path, f: s.f, size: s.size}
+			j.mu.spare = &segment{id: s.id, path: s.path, f: s.f, size: s.size, tailKnown: true}
 			continue
 		default:
 			err = errors.Join(s.f.Close(), j.fs.Remove(s.path))
