@@ -283,6 +283,7 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, " after `--ramp_time %s` (in-process rows: the same ramp and runtime)", s.RampTime)
 	}
 	fmt.Fprintf(&b, "; %d rounds, configurations interleaved within each round; the tables show per-column medians. Volumes of %s, written once in full before the first sample.\n", s.Repeat, bench.FormatBytes(s.Size))
+	b.WriteString("- Before every sample: `sync`, then the page cache of the run's files dropped (POSIX_FADV_DONTNEED, what fio's default `invalidate=1` does for its own files), so no sample inherits the cache the fill or the sample before left.\n")
 	if s.Pinning != nil {
 		p := s.Pinning
 		fmt.Fprintf(&b, "- Pinning (taskset -c): primary/standalone daemon %s, fio %s, secondary and WAN proxy %s.\n", p.Primary, p.Client, p.Secondary)

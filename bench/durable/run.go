@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/twinblock/twinblock/bench"
@@ -225,6 +224,7 @@ type harness struct {
 	// The block device of the work directory, for DiskUse.
 	diskOK               bool
 	diskMajor, diskMinor uint32
+	dropNoted            bool // a failed page-cache drop was noted
 }
 
 func (o *Options) withDefaults() (Options, error) {
@@ -559,9 +559,16 @@ func (h *harness) annotate(smp *Sample, before snapshot) {
 	smp.Disk = diskUse(before.disk, after.disk)
 }
 
-// settle flushes every dirty page, so that writeback left by one sample
-// (a daemon's backend, fio's file layout) does not land in the next.
-func settle() { syscall.Sync() }
+// settle runs settle over the run's work directory (every volume, journal
+// and in-process journal of the run is under it; fio's psync files too,
+// which fio invalidates itself as well). A failure to drop is noted once
+// in the report: the sample is still taken, from a warmer cache.
+func (h *harness) settle() {
+	if err := settle(h.work); err != nil && !h.dropNoted {
+		h.dropNoted = true
+		h.note("Dropping the page cache before a sample failed (%v): samples may start with the files cached by the sample before.", err)
+	}
+}
 
 func (h *harness) record(key string, smp Sample) {
 	row := h.rows[key]
@@ -591,7 +598,7 @@ func (h *harness) fail(round int, s rowSpec, err error) {
 func (h *harness) runGroup(ctx context.Context, round int, g group) {
 	if g.setup == "" {
 		s := g.specs[0]
-		settle()
+		h.settle()
 		smp := Sample{Round: round, Start: time.Now()}
 		before := h.snapshot()
 		var m Measure
@@ -625,7 +632,7 @@ func (h *harness) runGroup(ctx context.Context, round int, g group) {
 		return
 	}
 	st := h.setups[g.setup]
-	settle()
+	h.settle()
 	if err := st.start(ctx); err != nil {
 		if ctx.Err() == nil {
 			for _, s := range g.specs {
@@ -643,7 +650,7 @@ func (h *harness) runGroup(ctx context.Context, round int, g group) {
 		if ctx.Err() != nil {
 			return
 		}
-		settle()
+		h.settle()
 		smp := Sample{Round: round, Start: time.Now()}
 		before := h.snapshot()
 		c := fioCmd{Fio: h.o.Fio, Taskset: h.o.Taskset, CPUs: st.pin.Client, Dir: h.work,
