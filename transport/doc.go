@@ -83,5 +83,6 @@
 //     ErrConnLost. After any failure the Conn is dead; dial a new one.
 //   - Compression (s2 or zstd) is negotiated in the Hello: the dialer's
 //     first preference that the listener supports. It is applied per frame
-//     to payloads of at least CompressMin bytes, and kept only when smaller.
+//     to payloads of at least CompressMin bytes, and kept only when it saves
+//     at least 1/8 of the payload.
 package transport

@@ -303,7 +303,7 @@ type EncodeOptions struct {
 	// Version goes into the header (default Version1).
 	Version uint8
 	// Codec compresses payloads of at least CompressMin bytes, kept only
-	// when the result is smaller. CodecNone never compresses.
+	// when the result saves at least 1/8. CodecNone never compresses.
 	Codec       Codec
 	CompressMin int
 	// MaxPayload caps the encoded payload (default DefaultMaxPayload).

@@ -291,6 +291,50 @@ func TestCompressGate(t *testing.T) {
 	}
 }
 
+// TestCompressMinSaving: a payload that compression shrinks by less than
+// 1/8 goes out raw and counts as a miss; after the gate's skip a single
+// such payload skips again (one try per gateSkip+1 payloads, not
+// gateMisses).
+func TestCompressMinSaving(t *testing.T) {
+	random := make([]byte, 4096)
+	x := uint64(88172645463325252)
+	for i := range random {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		random[i] = byte(x)
+	}
+	// 256 zero bytes then random: s2 saves ~6%, under 1/8.
+	slight := append(make([]byte, 256), random[256:]...)
+	// 1536 zero bytes then random: saves ~37%.
+	good := append(make([]byte, 1536), random[1536:]...)
+	rec := func(d []byte) Record { return Record{Seq: 1, Kind: KindWrite, Length: uint32(len(d)), Data: d} }
+	for _, codec := range []Codec{CodecS2, CodecZstd} {
+		if _, saved, _ := AppendFrame(nil, rec(slight), EncodeOptions{Codec: codec, CompressMin: 512}); saved != 0 {
+			t.Errorf("%s: a payload saving %d bytes of %d (under 1/8) was compressed", codec, saved, len(slight))
+		}
+		if _, saved, _ := AppendFrame(nil, rec(good), EncodeOptions{Codec: codec, CompressMin: 512}); saved < len(good)/8 {
+			t.Errorf("%s: a payload that compresses well saved only %d bytes", codec, saved)
+		}
+	}
+	gate := new(CompressGate)
+	opts := EncodeOptions{Codec: CodecS2, CompressMin: 512, Gate: gate}
+	tries := 0
+	const n = 10 * (gateSkip + 1)
+	for range n {
+		if gate.skip.Load() <= 0 {
+			tries++
+		}
+		if _, saved, err := AppendFrame(nil, rec(slight), opts); err != nil || saved != 0 {
+			t.Fatalf("saved %d, err %v", saved, err)
+		}
+	}
+	// gateMisses tries to arm the gate, then one per gateSkip+1 payloads.
+	if want := gateMisses + (n-gateMisses)/(gateSkip+1) + 1; tries > want {
+		t.Errorf("%d tries in %d slightly compressible payloads, want at most %d", tries, n, want)
+	}
+}
+
 func TestDecodersRejectInconsistentPayloads(t *testing.T) {
 	be := binary.BigEndian
 	rec := func(seq uint64, kind, flags uint8, length uint32, off uint64, data []byte) []byte {
