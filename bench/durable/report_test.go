@@ -213,7 +213,7 @@ func TestSelectRowsAndOptions(t *testing.T) {
 	if _, err := selectRows(journalSpecs(), []string{"nbd-qd64"}); !errors.Is(err, ErrOptions) {
 		t.Errorf("unknown row: %v", err)
 	}
-	if k := PairRows([]string{"sync"}); len(k) != 8 || k[6] != "wan-sync-qd32" || k[7] != "wan-sync-qd1" {
+	if k := PairRows([]string{"sync"}); len(k) != 9 || k[6] != RowAsyncQD32 || k[7] != "wan-sync-qd32" || k[8] != "wan-sync-qd1" {
 		t.Errorf("pair rows %v", k)
 	}
 	for name, o := range map[string]Options{

@@ -71,6 +71,11 @@ const (
 	RowStandaloneQD1  = "standalone-qd1"
 	RowPairQD32       = "pair-qd32" // pair: sync pair on loopback
 	RowPairQD1        = "pair-qd1"
+	// RowAsyncQD32 is an async pair on loopback (no proxy): the pair's
+	// cost on this machine (the second node's disk and CPU work, the
+	// primary's sends) without the wait for the peer's acknowledgement.
+	// No target; it tells how much of sync's gap to standalone is waiting.
+	RowAsyncQD32 = "async-qd32"
 	// WAN rows are "wan-MODE-qd32" and "wan-MODE-qd1".
 )
 
@@ -92,9 +97,10 @@ const (
 const (
 	setupStandalone = "standalone"
 	setupPair       = "pair"
+	setupPairAsync  = "pair-async"
 )
 
-var setupNames = []string{setupStandalone, setupPair, "wan-sync", "wan-memory", "wan-async"}
+var setupNames = []string{setupStandalone, setupPair, setupPairAsync, "wan-sync", "wan-memory", "wan-async"}
 
 // rowKind says how a row's samples are taken.
 type rowKind int
@@ -147,6 +153,7 @@ func pairSpecs(wanModes []string) []rowSpec {
 		{key: RowStandaloneQD1, name: "standalone volume, 4k randwrite QD1", unit: "IOPS", kind: kindNBD, setup: setupStandalone, iodepth: 1},
 		{key: RowPairQD32, name: "sync pair on loopback, 4k randwrite QD32", unit: "IOPS", kind: kindNBD, setup: setupPair, iodepth: 32},
 		{key: RowPairQD1, name: "sync pair on loopback, 4k randwrite QD1", unit: "IOPS", kind: kindNBD, setup: setupPair, iodepth: 1},
+		{key: RowAsyncQD32, name: "async pair on loopback, 4k randwrite QD32 (reference, no target)", unit: "IOPS", kind: kindNBD, setup: setupPairAsync, iodepth: 32},
 	}
 	for _, m := range wanModes {
 		for _, qd := range []int{32, 1} {
@@ -337,6 +344,8 @@ func newHarness(ctx context.Context, opts Options, all []rowSpec, name, title st
 				st.mode, st.wanLatency = mode, o.WANLatency
 			} else if s.setup == setupPair {
 				st.mode = "sync"
+			} else if s.setup == setupPairAsync {
+				st.mode = "async"
 			}
 			h.setups[s.setup] = st
 		}

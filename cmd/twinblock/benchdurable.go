@@ -126,6 +126,8 @@ func newBenchPairCmd() *cobra.Command {
   standalone-qd1    the same at QD1
   pair-qd32         a sync pair on loopback (mutual TLS, file backends), QD32
   pair-qd1          the same at QD1
+  async-qd32        an async pair on loopback, QD32: what the second node costs
+                    this machine without waiting for it (reference, no target)
   wan-MODE-qd32/1   the pair in MODE (--wan-modes) with twinblock proxy adding
                     --wan-latency each way between primary and secondary
 
