@@ -239,19 +239,25 @@ func TestCompressOnlyWhenItShrinks(t *testing.T) {
 	}
 }
 
+// randomBytes returns n incompressible bytes (xorshift64, fixed seed).
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	x := uint64(88172645463325252)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+	return b
+}
+
 // TestCompressGate: after gateMisses payloads in a row that did not
 // shrink, a gated encoder sends the next gateSkip payloads raw without
 // trying (a compressible one among them goes raw too), then tries again,
 // and one that shrinks turns compression back on.
 func TestCompressGate(t *testing.T) {
-	random := make([]byte, 4096)
-	x := uint64(88172645463325252)
-	for i := range random {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		random[i] = byte(x)
-	}
+	random := randomBytes(4096)
 	text := bytes.Repeat([]byte("all work and no play "), 200)
 	rec := func(d []byte) Record { return Record{Seq: 1, Kind: KindWrite, Length: uint32(len(d)), Data: d} }
 	gate := new(CompressGate)
@@ -296,14 +302,7 @@ func TestCompressGate(t *testing.T) {
 // such payload skips again (one try per gateSkip+1 payloads, not
 // gateMisses).
 func TestCompressMinSaving(t *testing.T) {
-	random := make([]byte, 4096)
-	x := uint64(88172645463325252)
-	for i := range random {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		random[i] = byte(x)
-	}
+	random := randomBytes(4096)
 	// 256 zero bytes then random: s2 saves ~6%, under 1/8.
 	slight := append(make([]byte, 256), random[256:]...)
 	// 1536 zero bytes then random: saves ~37%.
