@@ -527,8 +527,10 @@ func (j *Journal) writeBatch(b *batch) error {
 // use's records, and is zeroes now. Without a known tail (its read failed
 // at open) the write goes out as it is.
 //
-// Only the committer calls it (one commit at a time), so s.tail and
-// j.wbuf need no lock.
+// The widened write is assembled in j.wbuf: one copy of the batch (a few
+// KiB to tens of KiB) against the fdatasync that follows, cheaper than a
+// second write call. Only the committer calls it (one commit at a time),
+// so s.tail and j.wbuf need no lock.
 func (j *Journal) writeChunk(s *segment, data []byte, off int64) error {
 	head := off % writeAlign
 	end := off + int64(len(data))

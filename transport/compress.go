@@ -48,8 +48,9 @@ func zstdCodec() (*zstd.Encoder, *zstd.Decoder, error) {
 // at least 1/8 (minSavingDiv): after gateMisses payloads in a row that
 // compression did not shrink enough, the next gateSkip payloads go out
 // raw without a try, then one is tried again (a miss skips gateSkip more),
-// and the first one that shrinks turns compression back on for all. Encrypted or already compressed guest data, common on VM disks,
-// would otherwise pay the codec on every record for nothing: s2 on a
+// and the first one that shrinks turns compression back on for all.
+// Encrypted or already compressed guest data, common on VM disks, would
+// otherwise pay the codec on every record for nothing: s2 on a
 // random 4 KiB payload costs ~3 µs, 9% of a replicating primary's CPU at
 // queue depth 32. Safe for concurrent use (a heuristic: races only move
 // the counts a little). The zero value is ready; a nil gate always tries.

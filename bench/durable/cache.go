@@ -12,17 +12,11 @@ import (
 
 // settle flushes every dirty page, so that writeback left by one sample
 // (a daemon's backend, fio's file layout) does not land in the next, then
-// drops the cached pages of every file under dirs (see dropCache). It
-// returns the first error dropping met; the flush cannot fail.
-func settle(dirs ...string) error {
+// drops the cached pages of every file under dir (see dropCache). Only
+// the drop can fail.
+func settle(dir string) error {
 	syscall.Sync()
-	var first error
-	for _, d := range dirs {
-		if err := dropCache(d); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return dropCache(dir)
 }
 
 // dropCache asks the kernel to drop the page cache of every regular file

@@ -102,6 +102,9 @@ const (
 
 var setupNames = []string{setupStandalone, setupPair, setupPairAsync, "wan-sync", "wan-memory", "wan-async"}
 
+// loopbackModes are the replication modes of the pairs without a proxy.
+var loopbackModes = map[string]string{setupPair: "sync", setupPairAsync: "async"}
+
 // rowKind says how a row's samples are taken.
 type rowKind int
 
@@ -342,10 +345,8 @@ func newHarness(ctx context.Context, opts Options, all []rowSpec, name, title st
 			}
 			if mode, ok := strings.CutPrefix(s.setup, "wan-"); ok {
 				st.mode, st.wanLatency = mode, o.WANLatency
-			} else if s.setup == setupPair {
-				st.mode = "sync"
-			} else if s.setup == setupPairAsync {
-				st.mode = "async"
+			} else {
+				st.mode = loopbackModes[s.setup] // "" for standalone
 			}
 			h.setups[s.setup] = st
 		}
@@ -568,10 +569,10 @@ func (h *harness) annotate(smp *Sample, before snapshot) {
 	smp.Disk = diskUse(before.disk, after.disk)
 }
 
-// settle runs settle over the run's work directory (every volume, journal
-// and in-process journal of the run is under it; fio's psync files too,
-// which fio invalidates itself as well). A failure to drop is noted once
-// in the report: the sample is still taken, from a warmer cache.
+// settle settles the run's work directory, which holds every volume,
+// journal and in-process journal of the run (and fio's psync files, which
+// fio invalidates itself as well). A failure to drop the cache is noted
+// once in the report: the sample is still taken, from a warmer cache.
 func (h *harness) settle() {
 	if err := settle(h.work); err != nil && !h.dropNoted {
 		h.dropNoted = true
